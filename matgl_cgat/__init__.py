@@ -1,0 +1,23 @@
+"""matgl-cgat: the crystal graph attention network (CGAT) and multi-fidelity transfer learning for MatGL.
+
+``import matgl_cgat`` makes ``matgl.load_model`` able to load saved CGAT models (their ``model.json``
+names ``matgl_cgat.models._cgat``).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+
+from matgl_cgat.graph import ELEMENTS, CGATGraphConverter  # noqa: E402
+from matgl_cgat.models import CGAT, PRESETS  # noqa: E402
+
+try:
+    __version__ = version("matgl-cgat")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["CGAT", "ELEMENTS", "PRESETS", "CGATGraphConverter", "__version__"]

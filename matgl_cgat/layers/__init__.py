@@ -1,0 +1,27 @@
+"""Neural-network blocks of CGAT: embeddings, attention message passing, hypernetwork, Roost, readout."""
+
+from __future__ import annotations
+
+from ._edge_mlp import edge_mlp
+from ._embedding import ElementEmbedding, matscholar_table
+from ._hypernetwork import HyperLinear, HyperNetwork
+from ._message_passing import CGATBlock, EdgePairMLP
+from ._mlp import GroupedMLP, hidden_width
+from ._readout import AttentionReadout, ResidualHead
+from ._roost import RoostContext, RoostMessage
+
+__all__ = [
+    "AttentionReadout",
+    "CGATBlock",
+    "EdgePairMLP",
+    "ElementEmbedding",
+    "GroupedMLP",
+    "HyperLinear",
+    "HyperNetwork",
+    "ResidualHead",
+    "RoostContext",
+    "RoostMessage",
+    "edge_mlp",
+    "hidden_width",
+    "matscholar_table",
+]

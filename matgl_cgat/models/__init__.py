@@ -1,0 +1,7 @@
+"""CGAT models."""
+
+from __future__ import annotations
+
+from ._cgat import CGAT, PRESETS
+
+__all__ = ["CGAT", "PRESETS"]
