@@ -55,7 +55,9 @@ class CGATBlock(nn.Module):
         edge_update: Literal["mlp", "attention"] = "mlp",
         hidden_ratio: float = 1.5,
         slope: float = 0.01,
+        update_edges: bool = True,
     ):
+        """``update_edges=False`` for the last step, whose edge states nothing would read."""
         super().__init__()
         hidden = hidden_width(2 * dim + edge_dim, hidden_ratio)
         self.heads = heads
@@ -63,15 +65,15 @@ class CGATBlock(nn.Module):
         self.hyper = HyperNetwork(dim, dim, generator_dims, hyper_hidden_dims)
         self.first = first
         self.mix = None if first else nn.Parameter(torch.tensor(0.5))
-        self.edge_update = edge_update
-        if edge_update == "mlp":
+        if edge_update not in ("mlp", "attention"):
+            raise ValueError(f"edge_update must be 'mlp' or 'attention', got {edge_update!r}")
+        self.edge_update = edge_update if update_edges else None
+        if self.edge_update == "mlp":
             self.edge_mlp = nn.Sequential(
                 nn.Linear(edge_dim, edge_dim), nn.LeakyReLU(slope), nn.Linear(edge_dim, edge_dim)
             )
-        elif edge_update == "attention":
+        elif self.edge_update == "attention":
             self.edge_attention = EdgePairMLP(dim, edge_dim, hidden, edge_dim, 2 * heads, slope)
-        else:
-            raise ValueError(f"edge_update must be 'mlp' or 'attention', got {edge_update!r}")
 
     def forward(
         self,
@@ -103,6 +105,8 @@ class CGATBlock(nn.Module):
             cond = d * h0 + (1.0 - d) * agg
         h_new = h + self.hyper(agg, cond)
 
+        if self.edge_update is None:
+            return h_new, e, edge_index
         if self.edge_update == "mlp":  # as run: depends on the edge state only, so stays a per-rank table
             return h_new, e + self.edge_mlp(e), edge_index
         u = self.edge_attention(h_new, e, src, dst, edge_index)

@@ -128,8 +128,18 @@ class CGAT(MatGLModel):
         self.embedding = ElementEmbedding(dim)
         self.edge_embedding = nn.Embedding(num_neighbors, edge_dim)  # row r - 1 = shell rank r
         self.blocks = nn.ModuleList(
-            CGATBlock(dim, edge_dim, heads, i == 0, tuple(generator_dims), tuple(hyper_hidden_dims),
-                      edge_update, hidden_ratio, slope)
+            CGATBlock(
+                dim,
+                edge_dim,
+                heads,
+                first=i == 0,
+                generator_dims=tuple(generator_dims),
+                hyper_hidden_dims=tuple(hyper_hidden_dims),
+                edge_update=edge_update,
+                hidden_ratio=hidden_ratio,
+                slope=slope,
+                update_edges=i < nblocks - 1,
+            )
             for i in range(nblocks)
         )
         self.context = RoostContext(roost_dim, roost_heads, roost_steps, roost_hidden, pool_heads=roost_heads)

@@ -1,0 +1,52 @@
+"""``mgl-cgat`` command line: thin wrappers around the package's functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from matgl_cgat.quickstart import run_quickstart
+
+    r = run_quickstart(args.data, args.out, args.n_train, args.n_val, args.n_test, args.epochs,
+                       batch_size=args.batch_size, seed=args.seed, preset=args.preset)
+    print(f"\nCGAT '{args.preset}' trained on {r.n_train} PBE formation energies ({r.epochs} epochs, "
+          f"{r.train_seconds:.0f} s)")
+    print(f"test MAE on {r.n_test} structures: {r.test_mae:.3f} eV/atom "
+          f"(predicting the training median: {r.baseline_mae:.3f} eV/atom)")
+    print(f"saved to {r.model_dir}; reloaded with matgl.load_model; predictions:")
+    for name, value in r.predictions.items():
+        print(f"  {name:22s} {value:+.3f} eV/atom")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgl-cgat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quickstart", help="train a small CGAT on shared PBE formation energies, save, reload, predict")
+    q.add_argument("--data", default=None, help="folder with mp_gap.jsonl.gz and splits.json "
+                   "(default: $MATGL_CGAT_DATA or ../shared/data/mp_gap)")
+    q.add_argument("--out", default="cgat_quickstart", help="output folder (default: %(default)s)")
+    q.add_argument("--n-train", type=int, default=2000)
+    q.add_argument("--n-val", type=int, default=250)
+    q.add_argument("--n-test", type=int, default=500)
+    q.add_argument("--epochs", type=int, default=15)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--preset", default="small")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError: one clear line, no traceback
+        print(f"mgl-cgat: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

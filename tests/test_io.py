@@ -1,0 +1,57 @@
+"""Saving and loading: MatGL's folder format, matgl.load_model, and safe loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import matgl
+from matgl_cgat import CGAT
+
+from .conftest import make_model, random_structure
+
+
+def test_save_then_matgl_load_model_round_trip(tmp_path, nacl):
+    model = make_model(edge_update="attention", predict_log_sigma=True)
+    model.set_normalization(-0.8, 0.6)
+    model.save(tmp_path / "m", metadata={"property": "e_form", "units": "eV/atom"})
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["@module"] == "matgl_cgat.models._cgat" and meta["@class"] == "CGAT"
+
+    loaded = matgl.load_model(tmp_path / "m")
+    assert isinstance(loaded, CGAT)
+    assert loaded.metadata == {"property": "e_form", "units": "eV/atom"}
+    for s in (nacl, random_structure(5, n=6)):
+        assert float(loaded.predict_structure(s)) == float(model.predict_structure(s))
+    assert loaded.data_mean.item() == pytest.approx(-0.8)
+    assert loaded.blocks[0].edge_update == "attention"
+
+
+def test_load_refuses_incomplete_folder_without_network(tmp_path):
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="state.pt"):
+        CGAT.load(tmp_path)
+
+
+def test_load_refuses_other_model_class(tmp_path, tiny_model):
+    tiny_model.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["@class"] = "M3GNet"
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="M3GNet"):
+        CGAT.load(tmp_path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code from a data file ran",))
+
+
+def test_load_never_executes_pickled_code(tmp_path, tiny_model, capsys):
+    tiny_model.save(tmp_path)
+    torch.save({"dim": 16, "evil": _Payload()}, tmp_path / "model.pt")
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        CGAT.load(tmp_path)
+    assert "code from a data file ran" not in capsys.readouterr().out
