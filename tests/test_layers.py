@@ -27,7 +27,7 @@ def test_edge_mlp_matches_naive_and_gradcheck(tabled):
     index = torch.randint(0, r, (e,)) if tabled else None
 
     def f(a, b, edge, w, bias):
-        return edge_mlp(a, b, edge, dst, src, index, w, bias, 0.1)
+        return edge_mlp(a, b, edge, dst, src, index, w, bias, 0.1)[0]
 
     assert torch.autograd.gradcheck(f, (a, b, edge, w, bias))
     edge_rows = edge[index] if tabled else edge
@@ -36,6 +36,35 @@ def test_edge_mlp_matches_naive_and_gradcheck(tabled):
     torch.testing.assert_close(f(a, b, edge, w, bias), naive)
     with torch.no_grad():  # the inference path skips the autograd function
         torch.testing.assert_close(f(a, b, edge, w, bias), naive)
+    # split outputs (logits / messages) are the same groups, each contiguous
+    first, rest = edge_mlp(a, b, edge, dst, src, index, w, bias, 0.1, split=1)
+    assert first.is_contiguous() and rest.is_contiguous()
+    torch.testing.assert_close(torch.cat([first, rest], 1), naive)
+
+
+def test_edge_mlp_chunking_gives_identical_gradients(monkeypatch):
+    import matgl_cgat.layers._edge_mlp as mod
+
+    torch.manual_seed(1)
+    n, e, r, groups, k, c = 7, 50, 5, 4, 3, 2
+    args = [_double(n, groups * k), _double(n, groups * k), _double(r, groups * k)]
+    w, bias = _double(groups, k, c), _double(groups, c)
+    dst, src, index = torch.randint(0, n, (e,)), torch.randint(0, n, (e,)), torch.randint(0, r, (e,))
+
+    def grads():
+        for t in (*args, w, bias):
+            t.grad = None
+        logits, msgs = edge_mlp(*args, dst, src, index, w, bias, 0.1, split=2)
+        (logits.sin().sum() + msgs.cos().sum()).backward()
+        return [t.grad.clone() for t in (*args, w, bias)]
+
+    whole = grads()
+    monkeypatch.setattr(mod, "CHUNK_ELEMENTS", groups * k * 7)  # chunks of 7 edges
+    chunked = grads()
+    for a_, b_ in zip(whole, chunked):
+        torch.testing.assert_close(a_, b_)
+    with pytest.raises(ValueError, match="slope"):
+        edge_mlp(*args, dst, src, index, w, bias, 0.0)
 
 
 def test_bilinear_matches_generated_weights():

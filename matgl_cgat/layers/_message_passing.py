@@ -15,6 +15,7 @@ import dgl
 import torch
 from dgl.ops import copy_e_sum, edge_softmax
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ._edge_mlp import edge_mlp
 from ._hypernetwork import HyperNetwork
@@ -34,10 +35,22 @@ class EdgePairMLP(nn.Module):
         self.bias = nn.Parameter(torch.zeros(groups, out_dim))
         self.slope = slope
 
-    def forward(self, h, e, src, dst, edge_index):
-        """Returns (E, groups, out_dim). ``e`` is a per-state table when ``edge_index`` is given."""
+    def forward(self, h, e, src, dst, edge_index, split: int):
+        """Returns groups ``[:split]`` and ``[split:]`` as two (E, n, out_dim) tensors.
+
+        ``e`` is a per-state table when ``edge_index`` is given, else one row per edge.
+        """
         return edge_mlp(
-            self.lin_dst(h), self.lin_src(h), self.lin_edge(e), dst, src, edge_index, self.weight, self.bias, self.slope
+            self.lin_dst(h),
+            self.lin_src(h),
+            self.lin_edge(e),
+            dst,
+            src,
+            edge_index,
+            self.weight,
+            self.bias,
+            self.slope,
+            split,
         )
 
 
@@ -56,9 +69,16 @@ class CGATBlock(nn.Module):
         hidden_ratio: float = 1.5,
         slope: float = 0.01,
         update_edges: bool = True,
+        recompute_attention: bool = False,
     ):
-        """``update_edges=False`` for the last step, whose edge states nothing would read."""
+        """``update_edges=False`` for the last step, whose edge states nothing would read.
+
+        ``recompute_attention=True`` keeps none of the per-edge attention tensors for the backward
+        pass and recomputes them instead (activation checkpointing): training memory no longer grows
+        with edges x heads x width per step, for about one extra forward pass of the edge MLPs.
+        """
         super().__init__()
+        self.recompute_attention = recompute_attention
         hidden = hidden_width(2 * dim + edge_dim, hidden_ratio)
         self.heads = heads
         self.attention = EdgePairMLP(dim, edge_dim, hidden, dim, 2 * heads, slope)  # logits and messages
@@ -74,6 +94,11 @@ class CGATBlock(nn.Module):
             )
         elif self.edge_update == "attention":
             self.edge_attention = EdgePairMLP(dim, edge_dim, hidden, edge_dim, 2 * heads, slope)
+
+    def _aggregate(self, g, h, e, src, dst, edge_index) -> torch.Tensor:
+        """Vector attention over the incoming edges of every atom, averaged over heads: (N, dim)."""
+        logits, messages = self.attention(h, e, src, dst, edge_index, self.heads)
+        return copy_e_sum(g, edge_softmax(g, logits) * messages).mean(1)
 
     def forward(
         self,
@@ -95,9 +120,10 @@ class CGATBlock(nn.Module):
         Returns:
             (h, e, edge_index) after the step.
         """
-        t = self.attention(h, e, src, dst, edge_index)
-        alpha = edge_softmax(g, t[:, : self.heads].contiguous())
-        agg = copy_e_sum(g, alpha * t[:, self.heads :]).mean(1)
+        if self.recompute_attention and torch.is_grad_enabled():
+            agg = checkpoint(self._aggregate, g, h, e, src, dst, edge_index, use_reentrant=False)
+        else:
+            agg = self._aggregate(g, h, e, src, dst, edge_index)
         if self.first:
             cond = h0
         else:
@@ -109,6 +135,6 @@ class CGATBlock(nn.Module):
             return h_new, e, edge_index
         if self.edge_update == "mlp":  # as run: depends on the edge state only, so stays a per-rank table
             return h_new, e + self.edge_mlp(e), edge_index
-        u = self.edge_attention(h_new, e, src, dst, edge_index)
+        gates, updates = self.edge_attention(h_new, e, src, dst, edge_index, self.heads)
         e_edges = e if edge_index is None else e[edge_index]
-        return h_new, e_edges + (torch.sigmoid(u[:, : self.heads]) * u[:, self.heads :]).mean(1), None
+        return h_new, e_edges + (torch.sigmoid(gates) * updates).mean(1), None
