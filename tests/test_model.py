@@ -92,6 +92,17 @@ def test_gradients_reach_every_trainable_parameter(edge_update, nacl):
     assert no_grad == []
 
 
+def test_recomputed_attention_gives_identical_gradients(generic):
+    grads = []
+    for recompute in (False, True):
+        model = make_model(recompute_attention=recompute).train()
+        model(CGATGraphConverter().get_graph(generic)[0]).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
 def test_rezero_head_starts_as_identity_branches():
     model = CGAT(**TINY)
     assert torch.all(model.head.alphas == 0)
@@ -144,3 +155,16 @@ def test_paper_preset_size():
     assert 50e6 < total < 65e6
     assert 40e6 < hyper < 46e6
     assert len(paper.blocks) == 5 and paper.readout.out_dim == 640
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_inference_mode_with_grad_enabled(recompute, generic):
+    """Lightning's ``trainer.test`` runs under inference_mode while MatGL's test_step enables grad."""
+    tiny_model = make_model(recompute_attention=recompute)
+    g = CGATGraphConverter().get_graph(generic)[0]
+    with torch.no_grad():
+        expected = tiny_model(g)
+    tiny_model.train()
+    with torch.inference_mode(), torch.enable_grad():
+        out = tiny_model(g)
+    torch.testing.assert_close(out, expected)

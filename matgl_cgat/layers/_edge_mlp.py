@@ -97,6 +97,15 @@ class _EdgeMLP(torch.autograd.Function):
         return grad_dst, grad_src, grad_edge, None, None, None, grad_weight, grad_bias, None, None
 
 
+def _records_graph(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will record this call (never under ``torch.inference_mode``, e.g. Lightning's test)."""
+    return (
+        torch.is_grad_enabled()
+        and not torch.is_inference_mode_enabled()
+        and any(t.requires_grad for t in tensors)
+    )
+
+
 def edge_mlp(
     dst_term: torch.Tensor,
     src_term: torch.Tensor,
@@ -129,6 +138,6 @@ def edge_mlp(
     if slope <= 0:
         raise ValueError("edge_mlp recomputes the activation mask from its output and needs slope > 0")
     split = weight.shape[0] if split is None else split
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (dst_term, src_term, edge_term, weight, bias)):
+    if _records_graph(dst_term, src_term, edge_term, weight, bias):
         return _EdgeMLP.apply(dst_term, src_term, edge_term, dst, src, edge_index, weight, bias, slope, split)
     return tuple(_forward(dst_term, src_term, edge_term, dst, src, edge_index, weight, bias, slope, split))

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._edge_mlp import _records_graph
+
 
 class _Bilinear(torch.autograd.Function):
     """``y[n, o] = sum_{i,k} W[o, i*K + k] x[n, i] c[n, k]``, storing only x, c and W."""
@@ -54,7 +56,7 @@ class HyperLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight_base) + F.linear(cond, self.bias_of_cond, self.bias_base)
-        if torch.is_grad_enabled() and (x.requires_grad or cond.requires_grad or self.weight_of_cond.requires_grad):
+        if _records_graph(x, cond, self.weight_of_cond):
             return y + _Bilinear.apply(x, cond, self.weight_of_cond)
         return y + (x.unsqueeze(2) * cond.unsqueeze(1)).flatten(1) @ self.weight_of_cond.t()
 

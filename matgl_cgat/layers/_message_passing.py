@@ -120,7 +120,7 @@ class CGATBlock(nn.Module):
         Returns:
             (h, e, edge_index) after the step.
         """
-        if self.recompute_attention and torch.is_grad_enabled():
+        if self.recompute_attention and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
             agg = checkpoint(self._aggregate, g, h, e, src, dst, edge_index, use_reentrant=False)
         else:
             agg = self._aggregate(g, h, e, src, dst, edge_index)
