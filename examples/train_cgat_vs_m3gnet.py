@@ -26,7 +26,7 @@ from matgl.models import M3GNet
 from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
-from matgl_cgat.data import default_data_dir, load_splits, read_jsonl
+from matgl_cgat.data import default_data_dir, load_splits, read_structures
 
 TARGET = "e_form_pbe"
 
@@ -34,7 +34,7 @@ TARGET = "e_form_pbe"
 def load(data_dir: Path, n_train: int, n_val: int, n_test: int):
     splits = load_splits(data_dir / "splits.json", TARGET)
     wanted = {"train": splits["train"][:n_train], "val": splits["val"][:n_val], "test": splits["test"][:n_test]}
-    rec = read_jsonl(data_dir / "mp_gap.jsonl.gz", TARGET, ids=set().union(*wanted.values()))
+    rec = read_structures(data_dir / "mp_gap.jsonl.gz", TARGET, ids=set().union(*wanted.values()))
     pos = {rid: i for i, rid in enumerate(rec.ids)}
     return {
         name: ([rec.structures[pos[i]] for i in ids], [rec.labels[TARGET][pos[i]] for i in ids])

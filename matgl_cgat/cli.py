@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-train", type=int, default=2000)
     q.add_argument("--n-val", type=int, default=250)
     q.add_argument("--n-test", type=int, default=500)
-    q.add_argument("--epochs", type=int, default=15)
+    q.add_argument("--epochs", type=int, default=10)
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--preset", default="small")
     q.add_argument("--seed", type=int, default=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from matgl_cgat.data import DataError, default_data_dir, graph_dataset, load_splits, read_jsonl
+from matgl_cgat.data import DataError, default_data_dir, load_dataset, split_from_file
 from matgl_cgat.models import CGAT
 
 TARGET = "e_form_pbe"
@@ -50,17 +50,13 @@ def example_structures() -> dict:
     }
 
 
-def _take(ids: list[str], n: int) -> list[str]:
-    return ids[:n] if n > 0 else ids
-
-
 def run_quickstart(
     data_dir: str | Path | None = None,
     out_dir: str | Path = "cgat_quickstart",
     n_train: int = 2000,
     n_val: int = 250,
     n_test: int = 500,
-    epochs: int = 15,
+    epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
@@ -84,23 +80,14 @@ def run_quickstart(
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True)
 
-    splits = load_splits(data_dir / "splits.json", TARGET)
-    wanted = {"train": _take(splits["train"], n_train), "val": _take(splits["val"], n_val),
-              "test": _take(splits["test"], n_test)}
-    records = read_jsonl(data_dir / "mp_gap.jsonl.gz", TARGET, ids=set().union(*wanted.values()))
-    index = {rid: i for i, rid in enumerate(records.ids)}
-    missing = [rid for ids in wanted.values() for rid in ids if rid not in index]
-    if missing:
-        raise DataError(f"{data_dir / 'mp_gap.jsonl.gz'}: {len(missing)} split ids have no usable record, e.g. {missing[:3]}")
-
     model = CGAT.from_preset(preset)
-    converter = model.graph_converter()
-    datasets = {}
-    for name, ids in wanted.items():
-        rows = [index[i] for i in ids]
-        datasets[name] = graph_dataset(
-            [records.structures[i] for i in rows], {TARGET: [records.labels[TARGET][i] for i in rows]}, converter
-        )
+    # all structures converted once in parallel and cached: a second run starts training at once
+    full = load_dataset(data_dir / "mp_gap.jsonl.gz", TARGET, converter=model.graph_converter(),
+                        cache_dir=out_dir / "graph_cache", progress=progress)
+    parts = split_from_file(full, data_dir / "splits.json", TARGET)
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    datasets = {name: parts[name].subset(np.arange(min(n, len(parts[name])) if n > 0 else len(parts[name])))
+                for name, n in sizes.items()}
     y_train = np.array(datasets["train"].labels[TARGET])
     model.set_normalization(float(y_train.mean()), float(y_train.std()))
 

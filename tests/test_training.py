@@ -10,7 +10,7 @@ from matgl.graph.data import MGLDataLoader, collate_fn_graph
 from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
-from matgl_cgat.data import graph_dataset, load_splits, read_jsonl
+from matgl_cgat.data import graph_dataset, load_dataset, split_from_file
 
 from .conftest import TINY, random_structure
 
@@ -57,22 +57,16 @@ def test_matgl_lightning_module_trains_cgat_on_generated_data():
     assert after < 0.5 * before, (before, after)
 
 
-def test_short_training_on_shared_data_lowers_validation_error(shared_data):
+def test_short_training_on_shared_data_lowers_validation_error(shared_data, tmp_path_factory):
     pl.seed_everything(0)
-    splits = load_splits(shared_data / "splits.json", "e_form_pbe")
-    train_ids, val_ids = splits["train"][:600], splits["val"][:150]
-    rec = read_jsonl(shared_data / "mp_gap.jsonl.gz", "e_form_pbe", ids=set(train_ids) | set(val_ids))
-    pos = {rid: i for i, rid in enumerate(rec.ids)}
-
-    def subset(ids):
-        rows = [pos[i] for i in ids]
-        return [rec.structures[i] for i in rows], {"e_form_pbe": [rec.labels["e_form_pbe"][i] for i in rows]}
-
+    full = load_dataset(shared_data / "mp_gap.jsonl.gz", "e_form_pbe", cache_dir=tmp_path_factory.mktemp("graphs"),
+                        progress=False)
+    assert len(full) == 35592 and full.skipped == []
+    parts = split_from_file(full, shared_data / "splits.json", "e_form_pbe")
+    train, val = parts["train"].subset(range(600)), parts["val"].subset(range(150))
     model = CGAT.from_preset("small")
-    (s_tr, y_tr), (s_va, y_va) = subset(train_ids), subset(val_ids)
-    model.set_normalization(float(np.mean(y_tr["e_form_pbe"])), float(np.std(y_tr["e_form_pbe"])))
-    conv = model.graph_converter()
-    train, val = graph_dataset(s_tr, y_tr, conv), graph_dataset(s_va, y_va, conv)
+    y = train.labels["e_form_pbe"]
+    model.set_normalization(float(y.mean()), float(y.std()))
     val_loader = _fit(model, train, val, epochs=0, lr=1e-3)
     before = _evaluate(model, val_loader)
     _fit(model, train, val, epochs=6, lr=1e-3, batch_size=32)

@@ -1,11 +1,25 @@
-"""Data in: readers for crystal data files, split files and the location of the shared data."""
+"""Data in: ``load_dataset`` for the field's formats, an on-disk graph cache, splits, ``DataError``."""
 
 from __future__ import annotations
 
+from ._dataset import GraphDataset, load_dataset
 from ._errors import DataError
 from ._mgl import graph_dataset
-from ._jsonl import Records, iter_jsonl, load_splits, read_jsonl
 from ._paths import ENV_VAR, default_data_dir
+from ._sources import Records, read_structures
+from ._splits import load_splits, nested_subsets, random_split, split_from_file
 
-__all__ = ["ENV_VAR", "DataError", "Records", "default_data_dir",
-    "graph_dataset", "iter_jsonl", "load_splits", "read_jsonl"]
+__all__ = [
+    "ENV_VAR",
+    "DataError",
+    "GraphDataset",
+    "Records",
+    "default_data_dir",
+    "graph_dataset",
+    "load_dataset",
+    "load_splits",
+    "nested_subsets",
+    "random_split",
+    "read_structures",
+    "split_from_file",
+]

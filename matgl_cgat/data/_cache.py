@@ -1,0 +1,82 @@
+"""On-disk graph cache: shards of converted graphs, written atomically, keyed by everything that matters.
+
+Layout of ``cache_dir/<key>/``: ``shard_00000.bin`` (DGL graphs plus their lattices) with
+``shard_00000.json`` (ids, labels and skipped records of that shard), and ``index.json`` once every
+shard is done. A shard is written to a temporary name and renamed, so a killed job leaves no partial
+shard; a restarted job reuses the shards that exist and converts only the rest. The key hashes the
+source's identity (paths, sizes and modification times, or the content of in-memory structures), the
+reader settings and every converter setting, so changing any of them never reuses a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import dgl
+import torch
+
+#: Bumped whenever the shard layout or graph content changes.
+CACHE_FORMAT = 1
+
+
+def cache_key(description: dict) -> str:
+    """Stable short hash of a JSON-serialisable description."""
+    text = json.dumps({"format": CACHE_FORMAT, **description}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so that readers see either the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def shard_paths(root: Path, index: int) -> tuple[Path, Path]:
+    return root / f"shard_{index:05d}.bin", root / f"shard_{index:05d}.json"
+
+
+def write_shard(root: Path, index: int, graphs: list, lattices: list, meta: dict) -> None:
+    """Write graphs and metadata of one shard atomically (graphs first; the metadata marks completion)."""
+    bin_path, meta_path = shard_paths(root, index)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{bin_path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if graphs:
+            dgl.save_graphs(tmp, graphs, {"lattice": torch.stack(lattices)})
+        # a shard whose records were all skipped keeps an empty file: it is complete, nothing to load
+        os.replace(tmp, bin_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    atomic_write_text(meta_path, json.dumps(meta))
+
+
+def read_shard_meta(root: Path, index: int) -> dict | None:
+    """Metadata of a finished shard, or None when the shard is absent or incomplete."""
+    bin_path, meta_path = shard_paths(root, index)
+    if not (bin_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_shard_graphs(root: Path, index: int) -> tuple[list, torch.Tensor]:
+    """Graphs and (n, 3, 3) lattices of one shard."""
+    graphs, extra = dgl.load_graphs(str(shard_paths(root, index)[0]))
+    return graphs, extra["lattice"]

@@ -1,0 +1,375 @@
+"""Readers for the data formats of the field, as streams of raw work items.
+
+A reader only splits its source into records (cheap, sequential); turning a record into a structure
+and labels (:func:`materialise`) is the expensive part and runs in the conversion workers. Every
+item carries its location (file and line, entry or frame) so that any error can name it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import DataError
+
+ENERGY_PER_ATOM = "energy_per_atom"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One raw record: where it is, how to read it, and the raw payload."""
+
+    location: str
+    kind: str  # "json" (a JSON text line), "entry" (a ComputedStructureEntry dict), "cif", "object"
+    payload: Any
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How to find ids, structures and labels in a record."""
+
+    targets: tuple[str, ...]
+    id_key: str = "mat_id"
+    structure_key: str = "structure"
+    require: str = "all"  # "all": every target must be present; "any": at least one (others NaN)
+
+
+class LabelMissing(Exception):
+    """A record has no usable label: skipped and counted, never an error."""
+
+    def __init__(self, record_id: str, reason: str):
+        super().__init__(reason)
+        self.record_id = record_id
+
+
+def detect_format(source: Path) -> str:
+    """Guess the format from the path: jsonl, alexandria, cif, extxyz."""
+    name = source.name.lower()
+    if source.is_dir():
+        if (source / "id_prop.csv").is_file():
+            return "cif"
+        if any(p.name.endswith((".json.bz2", ".json")) for p in source.iterdir()):
+            return "alexandria"
+        raise DataError(f"{source}: a folder needs id_prop.csv (CIF files) or *.json.bz2 / *.json (Alexandria) files")
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return "jsonl"
+    if name.endswith((".json.bz2", ".json")):
+        return "alexandria"
+    if name.endswith((".xyz", ".extxyz")):
+        return "extxyz"
+    raise DataError(f"{source}: unknown data format (use .jsonl[.gz], .json[.bz2], .extxyz, or a CIF folder)")
+
+
+def source_files(source: Path, fmt: str) -> list[Path]:
+    """The files a source consists of, in a fixed order."""
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    if fmt == "cif":
+        return [source / "id_prop.csv"]
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.name.endswith((".json.bz2", ".json")))
+    return [source]
+
+
+def fingerprint_files(files: Sequence[Path], fmt: str) -> list:
+    """Identity of file sources for cache keys: path, size and modification time of each file.
+
+    For a CIF folder the CIF files listed in id_prop.csv count too.
+    """
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    if fmt == "cif":
+        folder = files[0].parent
+        for p in sorted(folder.glob("*.cif")):
+            st = p.stat()
+            out.append([p.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def fingerprint_objects(objects: Sequence, labels: dict[str, Sequence[float]], ids: Sequence[str]) -> str:
+    """Content hash of in-memory structures (pymatgen or ASE), labels and ids."""
+    h = hashlib.sha256()
+    for obj in objects:
+        if hasattr(obj, "get_cell"):  # ASE Atoms
+            arrays = (obj.numbers, obj.get_cell().array, obj.get_scaled_positions(wrap=False))
+        else:
+            arrays = (np.array(obj.atomic_numbers if obj.is_ordered else [0]), obj.lattice.matrix, obj.frac_coords)
+            if not obj.is_ordered:
+                h.update(json.dumps(obj.as_dict(), sort_keys=True, default=str).encode())
+        for a in arrays:
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    h.update(json.dumps({k: [float(v) for v in vals] for k, vals in labels.items()}, sort_keys=True).encode())
+    h.update(json.dumps(list(ids)).encode())
+    return h.hexdigest()
+
+
+def _open_text(path: Path):
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rt")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rt")
+    return open(path)
+
+
+def iter_items(source: Path, fmt: str) -> Iterator[Item]:
+    """Stream the raw records of a file source."""
+    if fmt == "jsonl":
+        yield from _jsonl_items(source)
+    elif fmt == "alexandria":
+        for f in source_files(source, fmt):
+            yield from _alexandria_items(f)
+    elif fmt == "cif":
+        yield from _cif_items(source)
+    elif fmt == "extxyz":
+        yield from _extxyz_items(source)
+    else:
+        raise DataError(f"{source}: unknown format {fmt!r}")
+
+
+def _jsonl_items(path: Path) -> Iterator[Item]:
+    try:
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    yield Item(f"{path}, line {lineno}", "json", line)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def _alexandria_items(path: Path) -> Iterator[Item]:
+    try:
+        with _open_text(path) as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: expected an object with an 'entries' list (Alexandria layout)")
+    for i, entry in enumerate(entries):
+        yield Item(f"{path}, entry {i}", "entry", entry)
+
+
+def _cif_items(folder: Path) -> Iterator[Item]:
+    table = folder / "id_prop.csv"
+    with open(table, newline="") as f:
+        rows = list(csv.reader(f))
+    header = None
+    if rows and len(rows[0]) > 1 and not _is_number(rows[0][1]):
+        header, rows = rows[0], rows[1:]
+    for lineno, row in enumerate(rows, start=2 if header else 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise DataError(f"{table}, line {lineno}: expected 'id,value[,value...]', got {row!r}")
+        rid = row[0].strip()
+        yield Item(f"{table}, line {lineno} ({rid}.cif)", "cif", (str(folder / f"{rid}.cif"), rid, row[1:], header))
+
+
+def _extxyz_items(path: Path) -> Iterator[Item]:
+    from ase.io import iread
+
+    frame = 0
+    try:
+        for atoms in iread(str(path), index=":", format="extxyz"):
+            values = dict(atoms.info)
+            if atoms.calc is not None:  # ASE moves energy & co. from info to a single-point calculator
+                for k, v in atoms.calc.results.items():
+                    if np.ndim(v) == 0:
+                        values.setdefault(k, v)
+            yield Item(f"{path}, frame {frame}", "object", (atoms.info.get("id"), atoms, values))
+            frame += 1
+    except Exception as exc:  # ASE raises several types for malformed files
+        raise DataError(f"{path}, frame {frame}: cannot parse extended XYZ ({exc})") from None
+
+
+def object_items(objects: Sequence, labels: dict[str, Sequence[float]], ids: Sequence[str]) -> Iterator[Item]:
+    """Items for in-memory structures with a label array per target."""
+    for i, obj in enumerate(objects):
+        yield Item(f"structure {i} ({ids[i]})", "object", (ids[i], obj, {k: v[i] for k, v in labels.items()}))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _label(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer, str)):
+        return math.nan
+    try:
+        v = float(value)
+    except ValueError:
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def _finish_labels(rid: str, values: dict[str, float], spec: ReadSpec) -> dict[str, float]:
+    missing = [t for t in spec.targets if math.isnan(values[t])]
+    if missing and (spec.require == "all" or len(missing) == len(spec.targets)):
+        raise LabelMissing(rid, f"label {', '.join(repr(t) for t in missing)} missing or not a finite number")
+    return values
+
+
+def materialise(item: Item, spec: ReadSpec):
+    """Parse one item into ``(id, structure or Atoms, labels)``.
+
+    Raises:
+        DataError: the record is malformed (message names its location).
+        LabelMissing: a required label is absent or not finite.
+    """
+    from pymatgen.core import Structure
+
+    where = item.location
+    if item.kind == "json":
+        try:
+            record = json.loads(item.payload)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        rid = record.get(spec.id_key)
+        if rid is None:
+            raise DataError(f"{where}: no {spec.id_key!r} field")
+        values = {t: _label(record.get(t)) for t in spec.targets}
+        _finish_labels(str(rid), values, spec)
+        if spec.structure_key not in record:
+            raise DataError(f"{where} ({rid}): no {spec.structure_key!r} field")
+        structure = _structure_from_dict(record[spec.structure_key], f"{where} ({rid})")
+        return str(rid), structure, values
+    if item.kind == "entry":
+        entry = item.payload
+        if not isinstance(entry, dict) or "structure" not in entry:
+            raise DataError(f"{where}: not a ComputedStructureEntry dict (no 'structure')")
+        data = entry.get("data") or {}
+        rid = data.get(spec.id_key) or entry.get("entry_id") or data.get("mat_id")
+        if rid is None:
+            raise DataError(f"{where}: no id (data[{spec.id_key!r}] or entry_id)")
+        structure = _structure_from_dict(entry["structure"], f"{where} ({rid})")
+        values = {}
+        for t in spec.targets:
+            if t in data:
+                values[t] = _label(data[t])
+            elif t == ENERGY_PER_ATOM and "energy" in entry:
+                values[t] = _label(entry["energy"]) / len(structure)
+            else:
+                values[t] = _label(entry.get(t))
+        _finish_labels(str(rid), values, spec)
+        return str(rid), structure, values
+    if item.kind == "cif":
+        path, rid, raw_values, header = item.payload
+        names = header[1:] if header else None
+        if names is None and len(raw_values) != len(spec.targets):
+            raise DataError(
+                f"{where}: {len(raw_values)} value column(s) for {len(spec.targets)} target(s) {list(spec.targets)}; "
+                "add a header row naming the columns"
+            )
+        column = dict(zip(names, raw_values)) if names else dict(zip(spec.targets, raw_values))
+        unknown = [t for t in spec.targets if t not in column]
+        if unknown:
+            raise DataError(f"{where}: id_prop.csv has no column {unknown} (columns: {names})")
+        values = {t: _label(column[t].strip()) for t in spec.targets}
+        _finish_labels(rid, values, spec)
+        if not os.path.isfile(path):
+            raise DataError(f"{where}: CIF file {path} not found")
+        try:
+            structure = Structure.from_file(path)
+        except Exception as exc:  # pymatgen's CIF parser raises many types
+            raise DataError(f"{where}: cannot parse {path} ({exc})") from None
+        return rid, structure, values
+    if item.kind == "object":
+        rid, obj, raw = item.payload
+        if rid is None:
+            raise DataError(f"{where}: no id (set info['id'] in each frame)")
+        values = {t: _label(raw.get(t)) for t in spec.targets}
+        _finish_labels(str(rid), values, spec)
+        return str(rid), obj, values
+    raise DataError(f"{where}: unknown item kind {item.kind!r}")
+
+
+def _structure_from_dict(d: Any, where: str):
+    from pymatgen.core import Structure
+
+    if not isinstance(d, dict):
+        raise DataError(f"{where}: structure is not a dict")
+    try:
+        return Structure.from_dict(d)
+    except Exception as exc:  # pymatgen raises KeyError/TypeError/ValueError for malformed dicts
+        raise DataError(f"{where}: cannot parse the structure ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass
+class Records:
+    """Structures with labels, in source order, plus what was left out and why."""
+
+    ids: list[str] = field(default_factory=list)
+    structures: list = field(default_factory=list)
+    labels: dict[str, list[float]] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_structures(
+    source: str | Path,
+    target: str | Sequence[str],
+    *,
+    ids: Iterable[str] | None = None,
+    on_error: str = "raise",
+    require: str = "all",
+    format: str | None = None,  # noqa: A002
+    id_key: str = "mat_id",
+    structure_key: str = "structure",
+) -> Records:
+    """Read structures and labels (no graphs) from any source ``load_dataset`` reads, serially.
+
+    For other models' converters (e.g. M3GNet on the same data). ``ids`` keeps only those records.
+    Bad records and missing labels are handled as in ``load_dataset``.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    targets = (target,) if isinstance(target, str) else tuple(target)
+    spec = ReadSpec(targets, id_key=id_key, structure_key=structure_key, require=require)
+    wanted = set(ids) if ids is not None else None
+    id_pattern = re.compile(rf'"{re.escape(id_key)}"\s*:\s*"([^"]*)"')
+    out = Records(labels={t: [] for t in targets})
+    for item in iter_items(path, format or detect_format(path)):
+        if wanted is not None and item.kind == "json":  # skip unwanted lines without parsing them
+            match = id_pattern.search(item.payload)
+            if match and match.group(1) not in wanted:
+                continue
+        try:
+            rid, structure, values = materialise(item, spec)
+        except LabelMissing as exc:
+            out.skipped.append((exc.record_id, f"{exc} ({item.location})"))
+            continue
+        except DataError as exc:
+            if on_error == "raise":
+                raise
+            out.skipped.append((item.location, str(exc)))
+            continue
+        if wanted is not None and rid not in wanted:
+            continue
+        out.ids.append(rid)
+        out.structures.append(structure)
+        for t in targets:
+            out.labels[t].append(values[t])
+    return out
