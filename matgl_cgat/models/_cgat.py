@@ -223,6 +223,12 @@ class CGAT(MatGLModel):
             return torch.squeeze(pred), torch.squeeze(out[:, self.ntargets :] + torch.log(self.data_std))
         return torch.squeeze(pred)
 
+    def finetune(self, train, val=None, **kwargs) -> CGAT:
+        """Fine-tune a copy of this model on new data; see :func:`matgl_cgat.transfer.finetune`."""
+        from matgl_cgat.transfer import finetune
+
+        return finetune(self, train, val, **kwargs)
+
     def graph_converter(self) -> CGATGraphConverter:
         """The converter whose graphs this model expects."""
         return CGATGraphConverter(num_neighbors=self.num_neighbors, tolerance=self.tolerance)
@@ -238,6 +244,11 @@ class CGAT(MatGLModel):
                 return self(g)
         finally:
             self.train(was_training)
+
+    def save(self, path: str | Path = ".", metadata: dict | None = None, makedirs: bool = True):
+        """MatGL's folder format (``model.json``, ``model.pt``, ``state.pt``); ``metadata`` defaults to
+        ``self.metadata`` (e.g. the model card of a loaded or fine-tuned model)."""
+        super().save(path, metadata if metadata is not None else getattr(self, "metadata", None), makedirs)
 
     @classmethod
     def load(cls, path: str | Path | dict, **kwargs) -> CGAT:

@@ -1,0 +1,289 @@
+"""Fine-tuning (and training) CGAT with Lightning: the transfer-learning recipe of Hoffmann et al.
+
+Defaults follow the reference's transfer runs: AdamW (lr 1.25e-4, weight decay 1e-6), L1 loss on
+normalised targets, batch 64, triangular cyclical learning rate stepped per epoch with a period of
+70 epochs (multiplier 0.1 -> 1 -> 0.1), best weights by validation MAE. Runs are resumable: an
+interrupted run continues from ``out_dir/checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._policies import apply_policy, keep_frozen_in_eval, layerwise_param_groups, unfreeze_next
+from ._schedule import triangular_multiplier
+
+#: Documented defaults of :func:`finetune` (from the paper's transfer-learning runs where it gives them).
+DEFAULTS = {
+    "lr": 1.25e-4,  # AdamW learning rate at the cycle's peak
+    "weight_decay": 1e-6,
+    "batch_size": 64,
+    "epochs": 140,  # two cycles
+    "period": 70,  # epochs per triangular cycle (paper: 70 for transfer, 130 from scratch)
+    "low": 0.1,  # multiplier at the start and end of a cycle
+}
+
+
+class CGATLightning(pl.LightningModule):
+    """Lightning wrapper: L1 (or robust L1) on normalised targets, MAE in the target's units."""
+
+    def __init__(self, model, lr: float, weight_decay: float, period: int, low: float = 0.1,
+                 layerwise_lr_decay: float | None = None, gradual_unfreeze_every: int | None = None):
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay, self.period, self.low = lr, weight_decay, period, low
+        self.layerwise_lr_decay = layerwise_lr_decay
+        self.gradual_unfreeze_every = gradual_unfreeze_every
+        self.unfrozen: list[tuple[int, str]] = []
+        self.start_epoch = 0
+
+    def on_train_start(self):
+        self.start_epoch = self.current_epoch  # > 0 when resumed from a checkpoint
+
+    def _step(self, batch):
+        g, _lat, _state, labels = batch
+        y = labels.reshape(-1).to(torch.float32)
+        out = self.model.forward_normalized(g)
+        mean, std = self.model.data_mean[0], self.model.data_std[0]
+        pred = out[:, 0]
+        target = (y - mean) / std
+        if self.model.predict_log_sigma:
+            log_sigma = out[:, self.model.ntargets]
+            loss = (np.sqrt(2.0) * (pred - target).abs() * torch.exp(-log_sigma) + log_sigma).mean()
+        else:
+            loss = F.l1_loss(pred, target)
+        mae = ((pred * std + mean) - y).abs().mean()
+        return loss, mae, len(y)
+
+    def training_step(self, batch, batch_idx):
+        loss, mae, n = self._step(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_mae", mae, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, mae, n = self._step(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("val_mae", mae, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def on_train_epoch_start(self):
+        every = self.gradual_unfreeze_every
+        if every and self.current_epoch > 0 and self.current_epoch % every == 0:
+            name = unfreeze_next(self.model)
+            if name:
+                self.unfrozen.append((self.current_epoch, name))
+        keep_frozen_in_eval(self.model)
+
+    def configure_optimizers(self):
+        if self.layerwise_lr_decay:
+            groups = layerwise_param_groups(self.model, self.lr, self.layerwise_lr_decay)
+        else:
+            groups = [{"params": list(self.model.parameters()), "lr": self.lr}]
+        if not self.gradual_unfreeze_every:  # frozen parameters never need optimiser state
+            for group in groups:
+                group["params"] = [p for p in group["params"] if p.requires_grad]
+            groups = [grp for grp in groups if grp["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: triangular_multiplier(epoch, self.period, self.low)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+
+class _BestWeights(pl.Callback):
+    """Keep the weights of the epoch with the lowest validation MAE, as a weights-only file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.best = float("inf")
+        self.best_epoch = -1
+
+    def on_validation_epoch_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        mae = float(trainer.callback_metrics["val_mae"])
+        if mae < self.best:
+            self.best, self.best_epoch = mae, trainer.current_epoch
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            os.close(fd)
+            torch.save(module.model.state_dict(), tmp)
+            os.replace(tmp, self.path)
+            (self.path.parent / "best.json").write_text(json.dumps({"val_mae": mae, "epoch": self.best_epoch}))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+def _as_dataset(data, model, progress: bool):
+    """Datasets pass through; a ``(structures, labels)`` tuple is converted with the model's converter."""
+    if not isinstance(data, tuple):
+        return data
+    from matgl_cgat.data import load_dataset
+
+    structures, labels = data
+    return load_dataset(list(structures), "y", labels=list(labels), converter=model.graph_converter(),
+                        progress=progress)
+
+
+class _EpochLog(pl.Callback):
+    """``metrics.csv``: one row per epoch (epoch, lr, train_mae, val_mae), kept across resumed runs."""
+
+    FIELDS = ("epoch", "lr", "train_loss", "train_mae", "val_loss", "val_mae")
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _write(self, rows: list[dict]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def on_train_start(self, trainer, module):
+        # a resumed run restarts at trainer.current_epoch (restored by now): drop rows of epochs it will redo
+        self._write([r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch])
+
+    def on_train_epoch_start(self, trainer, module):
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the scheduler steps before epoch end hooks
+
+    def on_train_epoch_end(self, trainer, module):
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "lr": self._lr}
+        for key in self.FIELDS[2:]:
+            row[key] = float(metrics[key]) if key in metrics else ""
+        self._write([*self._rows(), row])
+
+
+def _train_labels(ds) -> np.ndarray:
+    if hasattr(ds, "labels") and hasattr(ds, "target"):  # GraphDataset: no graph loading needed
+        return np.asarray(ds.labels[ds.target], dtype=float)
+    return np.array([float(next(iter(ds[i][3].values()))) for i in range(len(ds))])
+
+
+def finetune(
+    model,
+    train,
+    val=None,
+    *,
+    policy: str = "full",
+    renormalize: bool = True,
+    epochs: int = DEFAULTS["epochs"],
+    lr: float = DEFAULTS["lr"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    batch_size: int = DEFAULTS["batch_size"],
+    period: int = DEFAULTS["period"],
+    layerwise_lr_decay: float | None = None,
+    gradual_unfreeze_every: int | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    num_workers: int = 0,
+):
+    """Fine-tune a copy of ``model`` on new data; the source model is left untouched.
+
+    Args:
+        model: a trained CGAT (e.g. ``matgl.load_model("CGAT-PBE-BandGap")``).
+        train, val: datasets from :func:`matgl_cgat.data.load_dataset` (or any dataset of MatGL
+            ``(graph, lattice, state, labels)`` items), or ``(structures, labels)`` tuples. With
+            ``val`` the weights of the epoch with the lowest validation MAE are returned; without it,
+            those of the last epoch.
+        policy: freeze policy (see :mod:`matgl_cgat.transfer`); ``"full"`` trains everything.
+        renormalize: re-fit the target mean/std on ``train`` (True, default: right when the new
+            property's scale differs, e.g. PBE -> HSE gaps) or keep the source model's (False, what the
+            reference did silently).
+        epochs, lr, weight_decay, batch_size, period: see :data:`DEFAULTS`.
+        layerwise_lr_decay: if set (e.g. 0.5), block ``d`` levels below the head trains at
+            ``lr * decay**d``.
+        gradual_unfreeze_every: if set, unfreeze the next frozen block (from the top) every this many
+            epochs.
+        out_dir: run folder (checkpoints, ``metrics.csv``, ``best_model.pt``); default: a temporary one.
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` when it exists.
+        seed: seeds Python, numpy and torch (and the data-loader shuffling).
+        progress: progress bar.
+
+    Returns:
+        The fine-tuned copy, with the best validation weights and a ``finetune`` record in ``metadata``.
+    """
+    from dgl.dataloading import GraphDataLoader
+    from matgl.graph.data import collate_fn_graph
+
+    pl.seed_everything(seed, workers=True)
+    tuned = copy.deepcopy(model)
+    train_ds = _as_dataset(train, tuned, progress)
+    val_ds = _as_dataset(val, tuned, progress)
+    if renormalize:
+        y = _train_labels(train_ds)
+        tuned.set_normalization(float(y.mean()), float(y.std()) or 1.0)
+    report = apply_policy(tuned, policy)
+
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="cgat_finetune_")
+        out_dir = tmp.name
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = GraphDataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate_fn_graph,
+                                   generator=generator, num_workers=num_workers)
+    val_loader = (GraphDataLoader(val_ds, batch_size=batch_size, shuffle=False, collate_fn=collate_fn_graph,
+                                  num_workers=num_workers) if val_ds is not None else None)
+    module = CGATLightning(tuned, lr, weight_decay, period, DEFAULTS["low"], layerwise_lr_decay, gradual_unfreeze_every)
+    best = _BestWeights(out_dir / "best_model.pt")
+    last = pl.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
+    trainer = pl.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+        callbacks=[best, last, _EpochLog(out_dir / "metrics.csv")],
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_loader is not None else 0, deterministic=False,
+    )
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
+    if val_loader is not None and (out_dir / "best_model.pt").is_file():
+        tuned.load_state_dict(torch.load(out_dir / "best_model.pt", map_location="cpu", weights_only=True))
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    tuned._frozen_modules = []
+    tuned.eval()
+    record = {
+        "parent": getattr(model, "metadata", None) or {},
+        "policy": policy,
+        "renormalize": renormalize,
+        "trainable_parameters": report.trainable,
+        "frozen_parameters": report.frozen,
+        "epochs": epochs,
+        "lr": lr,
+        "period": period,
+        "best_val_mae": best.best if best.best_epoch >= 0 else None,
+        "best_epoch": best.best_epoch,
+        "unfrozen": module.unfrozen,
+        "resumed_from_epoch": module.start_epoch,
+        "seed": seed,
+    }
+    tuned.metadata = {**(getattr(model, "metadata", None) or {}), "finetune": record}
+    tuned.finetune_report = report
+    if tmp is not None:
+        tmp.cleanup()
+    return tuned

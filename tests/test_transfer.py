@@ -1,0 +1,164 @@
+"""Freeze policies, the cyclic schedule and finetune(): each does exactly what it says."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from matgl_cgat import CGAT
+from matgl_cgat.data import load_dataset
+from matgl_cgat.transfer import (
+    apply_policy,
+    layerwise_param_groups,
+    model_blocks,
+    trainable_blocks,
+    triangular_multiplier,
+    unfreeze_next,
+)
+
+from .conftest import make_model, random_structure
+
+POLICY_BLOCKS = {
+    "full": ["embeddings", "mp.0", "mp.1", "readout", "head"],
+    "head": ["head"],
+    "readout+head": ["readout", "head"],
+    "last:1": ["mp.1", "readout", "head"],
+    "last:0": ["readout", "head"],
+    "frozen-embeddings": ["mp.0", "mp.1", "readout", "head"],
+}
+PREFIXES = {"embeddings": ("embedding.", "edge_embedding."), "mp.0": ("blocks.0.",), "mp.1": ("blocks.1.",),
+            "readout": ("context.", "readout."), "head": ("head.",)}
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY_BLOCKS))
+def test_cgat_policy_freezes_exactly_its_blocks(policy):
+    model = make_model().train()
+    report = apply_policy(model, policy)
+    expected = tuple(p for b in POLICY_BLOCKS[policy] for p in PREFIXES[b])
+    for name, p in model.named_parameters():
+        assert p.requires_grad == name.startswith(expected), name
+    total = sum(p.numel() for p in model.parameters())
+    assert report.trainable + report.frozen == total
+    assert report.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert {r[0] for r in report.rows} == set(PREFIXES)
+    assert "trainable" in str(report)
+    # frozen blocks are in eval mode, trained ones in train mode
+    blocks = model_blocks(model)
+    for name, modules in blocks.items():
+        assert all(m.training == (name in POLICY_BLOCKS[policy]) for m in modules), name
+
+
+def test_bad_policies_are_refused():
+    blocks = ["embeddings", "mp.0", "mp.1", "readout", "head"]
+    with pytest.raises(ValueError, match="unknown freeze policy"):
+        trainable_blocks(blocks, "everything")
+    with pytest.raises(ValueError, match="0..2"):
+        trainable_blocks(blocks, "last:3")
+
+
+@pytest.mark.parametrize("kind", ["m3gnet", "megnet"])
+def test_policies_apply_to_matgl_models(kind):
+    from matgl.models import M3GNet, MEGNet
+
+    model = M3GNet(element_types=("Na", "Cl"), is_intensive=True, readout_type="set2set", nblocks=2) \
+        if kind == "m3gnet" else MEGNet(element_types=("Na", "Cl"), nblocks=2)
+    head = model.final_layer if kind == "m3gnet" else model.output_proj
+    report = apply_policy(model, "head")
+    assert report.trainable == sum(p.numel() for p in head.parameters()) > 0
+    assert all(p.requires_grad == any(p is q for q in head.parameters()) for p in model.parameters())
+    report = apply_policy(model, "last:1")
+    assert [r[0] for r in report.rows if r[1] > 0] == ["mp.1", "readout", "head"]
+    assert [r[0] for r in report.rows if r[2] > 0] == ["embeddings", "mp.0"]
+    assert report.trainable + report.frozen == sum(p.numel() for p in model.parameters())
+
+
+def test_layerwise_decay_and_gradual_unfreezing():
+    model = make_model()
+    groups = layerwise_param_groups(model, lr=1.0, decay=0.5)
+    assert [g["name"] for g in groups] == ["head", "readout", "mp.1", "mp.0", "embeddings"]
+    assert [g["lr"] for g in groups] == [1.0, 0.5, 0.25, 0.125, 0.0625]
+    apply_policy(model, "head")
+    assert unfreeze_next(model) == "readout"
+    assert unfreeze_next(model) == "mp.1"
+    assert all(p.requires_grad for p in model.blocks[1].parameters())
+    assert not any(p.requires_grad for p in model.blocks[0].parameters())
+
+
+def test_triangular_schedule():
+    values = [triangular_multiplier(e, 10) for e in range(21)]
+    assert values[0] == pytest.approx(0.1) and values[5] == pytest.approx(1.0) and values[10] == pytest.approx(0.1)
+    assert values[2] == pytest.approx(0.1 + 0.9 * 0.4) and values[15] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        triangular_multiplier(0, 0)
+
+
+def _data(n: int, seed: int, scale: float = 1.0):
+    structures = [random_structure(seed * 100 + i, n=3 + i % 3, elements=("O", "Mg", "Zn")) for i in range(n)]
+    labels = [scale * (1.0 + 3.0 * s.composition.get_atomic_fraction("O")) for s in structures]
+    return load_dataset(structures, "y", labels=labels, progress=False)
+
+
+def test_finetune_returns_new_model_and_logs(tmp_path):
+    source = make_model()
+    source.set_normalization(2.0, 1.0)
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    train, val = _data(24, 0), _data(8, 1)
+    tuned = source.finetune(train, val, policy="head", epochs=4, lr=3e-3, period=4, batch_size=8,
+                            out_dir=tmp_path / "run", progress=False)
+    assert isinstance(tuned, CGAT) and tuned is not source
+    for k, v in source.state_dict().items():  # source untouched
+        assert torch.equal(v, before[k]), k
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("head.", "data_")) for k in changed)
+    assert all(p.requires_grad for p in tuned.parameters()) and not tuned.training
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    epochs = {int(r["epoch"]) for r in rows if r.get("val_mae")}
+    assert epochs == {0, 1, 2, 3}
+    lrs = [float(r["lr"]) for r in rows if r.get("lr")]
+    assert lrs[0] == pytest.approx(3e-3 * 0.1) and max(lrs) == pytest.approx(3e-3 * triangular_multiplier(2, 4))
+    record = tuned.metadata["finetune"]
+    best_val = min(float(r["val_mae"]) for r in rows if r.get("val_mae"))
+    assert record["best_val_mae"] == pytest.approx(best_val) and record["policy"] == "head"
+    # returned weights are the best epoch's: its validation MAE is reproduced
+    val_pred = torch.stack([tuned(val[i][0]) for i in range(len(val))]).detach().numpy()
+    assert np.abs(val_pred - val.labels["y"]).mean() == pytest.approx(best_val, rel=1e-4)
+
+
+def test_renormalize_is_explicit():
+    source = make_model()
+    source.set_normalization(0.0, 1.0)
+    train = _data(16, 2, scale=10.0)
+    kw = {"epochs": 1, "batch_size": 8, "progress": False}
+    refit = source.finetune(train, policy="head", renormalize=True, **kw)
+    kept = source.finetune(train, policy="head", renormalize=False, **kw)
+    y = train.labels["y"]
+    assert refit.data_mean.item() == pytest.approx(y.mean(), rel=1e-5)
+    assert refit.data_std.item() == pytest.approx(y.std(), rel=1e-5)
+    assert kept.data_mean.item() == 0.0 and kept.data_std.item() == 1.0
+
+
+def test_finetune_resumes_after_interruption(tmp_path):
+    source = make_model()
+    train, val = _data(16, 3), _data(6, 4)
+    kw = {"policy": "full", "lr": 1e-3, "period": 4, "batch_size": 8, "out_dir": tmp_path / "run", "progress": False}
+    first = source.finetune(train, val, epochs=2, **kw)
+    assert first.metadata["finetune"]["resumed_from_epoch"] == 0
+    early = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    tuned = source.finetune(train, val, epochs=4, **kw)  # continues at epoch 2 from last.ckpt
+    assert tuned.metadata["finetune"]["resumed_from_epoch"] == 2
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert rows[:2] == early
+    assert sorted({int(r["epoch"]) for r in rows if r.get("val_mae")}) == [0, 1, 2, 3]
+    assert tuned.metadata["finetune"]["best_epoch"] in range(4)
+
+
+def test_finetune_accepts_structures_and_labels_and_gradual_unfreezing(tmp_path):
+    source = make_model()
+    structures = [random_structure(i, n=4) for i in range(12)]
+    labels = [float(i % 3) for i in range(12)]
+    tuned = source.finetune((structures, labels), policy="head", gradual_unfreeze_every=1, epochs=3,
+                            layerwise_lr_decay=0.5, batch_size=6, progress=False)
+    assert [name for _, name in tuned.metadata["finetune"]["unfrozen"]] == ["readout", "mp.1"]
