@@ -1,7 +1,7 @@
 """matgl-cgat: the crystal graph attention network (CGAT) and multi-fidelity transfer learning for MatGL.
 
-``import matgl_cgat`` makes ``matgl.load_model`` able to load saved CGAT models (their ``model.json``
-names ``matgl_cgat.models._cgat``).
+``import matgl_cgat`` makes ``matgl.load_model`` load saved CGAT model folders (their ``model.json``
+names ``matgl_cgat.models._cgat``) and the shipped ``CGAT-*`` models by name, offline.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from matgl_cgat.graph import ELEMENTS, CGATGraphConverter  # noqa: E402
 from matgl_cgat.models import CGAT, PRESETS  # noqa: E402
+from matgl_cgat.pretrained import available_models, install_matgl_hook  # noqa: E402
+
+install_matgl_hook()
 
 try:
     __version__ = version("matgl-cgat")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["CGAT", "ELEMENTS", "PRESETS", "CGATGraphConverter", "__version__"]
+__all__ = ["CGAT", "ELEMENTS", "PRESETS", "CGATGraphConverter", "__version__", "available_models"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -18,6 +19,30 @@ def _quickstart(args: argparse.Namespace) -> int:
     print(f"saved to {r.model_dir}; reloaded with matgl.load_model; predictions:")
     for name, value in r.predictions.items():
         print(f"  {name:22s} {value:+.3f} eV/atom")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import matgl
+
+    from matgl_cgat.predict import example_structures, format_rows, predict_all, read_structure_files
+    from matgl_cgat.pretrained import available_models
+
+    names = args.model or sorted(available_models())
+    if not names:
+        print("mgl-cgat: error: no shipped CGAT models in this installation; pass --model PATH to a saved model",
+              file=sys.stderr)
+        return 2
+    models = {Path(n).name: matgl.load_model(n) for n in names}
+    structures = read_structure_files(args.files) if args.files else example_structures()
+    rows = predict_all(models, structures)
+    fmt = "table"
+    if args.out:
+        fmt = "json" if args.out.suffix.lower() == ".json" else "csv"
+        args.out.write_text(format_rows(rows, models, fmt))
+        print(f"wrote {len(rows)} predictions to {args.out}")
+    else:
+        print(format_rows(rows, models, args.format or fmt))
     return 0
 
 
@@ -36,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--preset", default="small")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_quickstart)
+
+    p = sub.add_parser("predict", help="predict structures with the shipped (or given) CGAT models")
+    p.add_argument("files", nargs="*", help="CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ or JSON files "
+                   "(default: NaCl, Si, GaAs, SrTiO3 and Cu built in memory)")
+    p.add_argument("--model", action="append", help="model name (CGAT-...) or saved model folder; repeatable "
+                   "(default: every shipped model)")
+    p.add_argument("--out", type=Path, help="write .csv or .json instead of printing a table")
+    p.add_argument("--format", choices=["table", "csv", "json"], help="format when printing")
+    p.set_defaults(func=_predict)
     return parser
 
 

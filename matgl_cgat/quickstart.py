@@ -18,6 +18,7 @@ import torch
 
 from matgl_cgat.data import DataError, default_data_dir, load_dataset, split_from_file
 from matgl_cgat.models import CGAT
+from matgl_cgat.predict import example_structures
 
 TARGET = "e_form_pbe"
 
@@ -33,21 +34,6 @@ class QuickstartResult:
     train_seconds: float
     model_dir: str
     predictions: dict[str, float]
-
-
-def example_structures() -> dict:
-    """A few textbook crystals built with pymatgen (no data files needed)."""
-    from pymatgen.core import Lattice, Structure
-
-    return {
-        "NaCl (rock salt)": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]),
-        "Si (diamond)": Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
-        "GaAs (zincblende)": Structure.from_spacegroup("F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0] * 3, [0.25] * 3]),
-        "SrTiO3 (perovskite)": Structure.from_spacegroup(
-            "Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"], [[0.5] * 3, [0] * 3, [0.5, 0, 0]]
-        ),
-        "Cu (fcc)": Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]),
-    }
 
 
 def run_quickstart(

@@ -55,3 +55,28 @@ def test_load_never_executes_pickled_code(tmp_path, tiny_model, capsys):
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         CGAT.load(tmp_path)
     assert "code from a data file ran" not in capsys.readouterr().out
+
+
+def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, tiny_model, monkeypatch, nacl):
+    import matgl.utils.io as io
+
+    from matgl_cgat.pretrained import available_models, register_pretrained
+
+    tiny_model.save(tmp_path / "CGAT-Test-Model", metadata={"property": "test", "units": "eV"})
+    register_pretrained("CGAT-Test-Model", tmp_path / "CGAT-Test-Model")
+    assert "CGAT-Test-Model" in available_models()
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(io, "RemoteFile", no_network)
+    model = matgl.load_model("CGAT-Test-Model")
+    assert isinstance(model, CGAT) and model.metadata["units"] == "eV"
+    assert float(model.predict_structure(nacl)) == float(tiny_model.predict_structure(nacl))
+    with pytest.raises(ValueError, match="no pretrained CGAT model 'CGAT-Nope'"):
+        matgl.load_model("CGAT-Nope")
+    # MatGL's own names still go to MatGL's loader (here: its download path, which we intercept)
+    with pytest.raises(Exception, match="network access attempted|Unknown error|Bad serialized"):
+        matgl.load_model("M3GNet-MP-2021.2.8-PES")
+    with pytest.raises(ValueError, match="start with"):
+        register_pretrained("Other", tmp_path)

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from matgl.models._core import MatGLModel
 from torch import nn
@@ -222,6 +223,23 @@ class CGAT(MatGLModel):
                 raise ValueError("this model was built without predict_log_sigma=True")
             return torch.squeeze(pred), torch.squeeze(out[:, self.ntargets :] + torch.log(self.data_std))
         return torch.squeeze(pred)
+
+    def predict_dataset(self, dataset, batch_size: int = 128) -> np.ndarray:
+        """Predictions (target units) for every item of a dataset of MatGL ``(graph, ...)`` items, in order."""
+        import dgl
+
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(dataset), batch_size):
+                    graphs = [dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]
+                    out.append(self(dgl.batch(graphs).to(self.data_mean.device)).reshape(len(graphs), -1))
+        finally:
+            self.train(was_training)
+        pred = torch.cat(out).cpu().numpy() if out else np.zeros((0, self.ntargets))
+        return pred[:, 0] if self.ntargets == 1 else pred
 
     def finetune(self, train, val=None, **kwargs) -> CGAT:
         """Fine-tune a copy of this model on new data; see :func:`matgl_cgat.transfer.finetune`."""
