@@ -237,6 +237,7 @@ def finetune(
     if renormalize:
         y = _train_labels(train_ds)
         tuned.set_normalization(float(y.mean()), float(y.std()) or 1.0)
+    tuned.train()  # Lightning keeps the mode it is given; the policy then puts frozen blocks in eval
     report = apply_policy(tuned, policy)
 
     tmp = None
