@@ -162,3 +162,18 @@ def test_finetune_accepts_structures_and_labels_and_gradual_unfreezing(tmp_path)
     tuned = source.finetune((structures, labels), policy="head", gradual_unfreeze_every=1, epochs=3,
                             layerwise_lr_decay=0.5, batch_size=6, progress=False)
     assert [name for _, name in tuned.metadata["finetune"]["unfrozen"]] == ["readout", "mp.1"]
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY_BLOCKS))
+def test_finetune_changes_only_what_the_policy_trains(policy):
+    source = make_model()
+    train = _data(12, 5)
+    tuned = source.finetune(train, policy=policy, renormalize=False, epochs=1, lr=1e-2, batch_size=6, progress=False)
+    expected = tuple(p for b in POLICY_BLOCKS[policy] for p in PREFIXES[b])
+    src = dict(source.named_parameters())
+    for name, p in tuned.named_parameters():
+        if name.startswith(expected):
+            continue
+        assert torch.equal(p, src[name]), f"{policy}: frozen parameter {name} changed"
+    changed = [n for n, p in tuned.named_parameters() if not torch.equal(p, src[n])]
+    assert changed and all(n.startswith(expected) for n in changed)
