@@ -46,6 +46,22 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from matgl_cgat.pretrained import available_models
+
+    models = available_models()
+    if not models:
+        print("no shipped CGAT models in this installation")
+    for name, folder in models.items():
+        card = json.loads((folder / "model.json").read_text()).get("metadata") or {}
+        print(f"{name}  ({folder})")
+        for key, value in card.items():
+            print(f"  {key}: {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgl-cgat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write .csv or .json instead of printing a table")
     p.add_argument("--format", choices=["table", "csv", "json"], help="format when printing")
     p.set_defaults(func=_predict)
+
+    m = sub.add_parser("models", help="list the shipped models with their model cards")
+    m.set_defaults(func=_models)
     return parser
 
 

@@ -51,3 +51,15 @@ def test_predict_examples_table_and_errors(tmp_path, saved_model, capsys):
     (tmp_path / "bad.cif").write_text("not a cif")
     assert main(["predict", str(tmp_path / "bad.cif"), "--model", str(saved_model)]) == 2
     assert "bad.cif: cannot read a structure" in capsys.readouterr().err
+
+
+def test_models_lists_cards(tmp_path, saved_model, capsys, monkeypatch):
+    import matgl_cgat.pretrained as pretrained
+    from matgl_cgat.pretrained import register_pretrained
+
+    monkeypatch.setattr(pretrained, "_extra", {})  # registration stays local to this test
+
+    register_pretrained("CGAT-Listed", saved_model)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "CGAT-Listed" in out and "units: eV/atom" in out

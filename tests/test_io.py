@@ -60,7 +60,10 @@ def test_load_never_executes_pickled_code(tmp_path, tiny_model, capsys):
 def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, tiny_model, monkeypatch, nacl):
     import matgl.utils.io as io
 
+    import matgl_cgat.pretrained as pretrained
     from matgl_cgat.pretrained import available_models, register_pretrained
+
+    monkeypatch.setattr(pretrained, "_extra", {})  # registration stays local to this test
 
     tiny_model.save(tmp_path / "CGAT-Test-Model", metadata={"property": "test", "units": "eV"})
     register_pretrained("CGAT-Test-Model", tmp_path / "CGAT-Test-Model")
