@@ -119,7 +119,9 @@ def main() -> None:
             "training": {k: model.metadata["finetune"][k] for k in ("epochs", "lr", "period", "best_epoch",
                                                                      "best_val_mae", "seed", "renormalize")},
             "test_mae": mae,
-            "test_mae_from_scratch_same_settings": scratch[0] if scratch else None,
+            "test_mae_from_scratch": scratch[0] if scratch else None,
+            "from_scratch_settings": f"same preset, data, epochs and one-cycle schedule; peak lr {args.lr_scratch:g} "
+                                     f"(transfer: {args.lr_transfer:g})",
             "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - y_test).mean()),
             "command": "python examples/cross_functional.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         }
