@@ -71,12 +71,24 @@ def read_structure_files(paths: Sequence[str | Path]) -> dict:
 
 
 def predict_all(models: dict, structures: dict) -> list[dict]:
-    """One row per structure: id, formula, then one prediction per model."""
+    """One row per structure: id, formula, then one prediction per model.
+
+    Each structure is converted once per distinct converter setting, not once per model.
+    """
+    import torch
+
     rows = []
     for sid, s in structures.items():
         row = {"id": sid, "formula": s.composition.reduced_formula}
+        graphs: dict = {}
         for name, model in models.items():
-            row[name] = float(model.predict_structure(s))
+            converter = model.graph_converter()
+            key = tuple(sorted(converter.settings().items()))
+            if key not in graphs:
+                graphs[key] = converter.get_graph(s)[0]
+            model.eval()
+            with torch.no_grad():
+                row[name] = float(model(graphs[key]))
         rows.append(row)
     return rows
 
