@@ -77,8 +77,8 @@ def run_quickstart(
     y_train = np.array(datasets["train"].labels[TARGET])
     model.set_normalization(float(y_train.mean()), float(y_train.std()))
 
-    train_loader, val_loader, test_loader = MGLDataLoader(
-        train_data=datasets["train"], val_data=datasets["val"], test_data=datasets["test"],
+    train_loader, val_loader = MGLDataLoader(
+        train_data=datasets["train"], val_data=datasets["val"],
         batch_size=batch_size, num_workers=0, collate_fn=collate_fn_graph, generator=torch.Generator().manual_seed(seed),
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
@@ -92,13 +92,8 @@ def run_quickstart(
     trainer.fit(module, train_loader, val_loader)
     train_seconds = time.perf_counter() - t0
 
-    model.eval()
-    preds, labels = [], []
-    with torch.no_grad():
-        for g, _lat, _state, y in test_loader:
-            preds.append(model(g).reshape(-1))
-            labels.append(y.reshape(-1))
-    pred, y_test = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    pred = model.predict_dataset(datasets["test"])
+    y_test = datasets["test"].labels[TARGET]
     test_mae = float(np.abs(pred - y_test).mean())
     baseline_mae = float(np.abs(np.median(y_train) - y_test).mean())
 
