@@ -62,6 +62,196 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_args(p: argparse.ArgumentParser, target_required: bool = True) -> None:
+    p.add_argument("--data", default=None, help="data file or folder (JSON lines, Alexandria, CIF+id_prop.csv, "
+                   "extxyz); default: the shared mp_gap.jsonl.gz ($MATGL_CGAT_DATA or ../shared/data/mp_gap)")
+    p.add_argument("--target", required=target_required, help="label to learn, e.g. gap_hse, e_form_pbe")
+    p.add_argument("--splits", default=None, help="splits.json (default: the one beside --data; else a random "
+                   "80/10/10 split)")
+    p.add_argument("--split-key", default=None, help="entry of --splits to use (default: --target)")
+    p.add_argument("--max-train", type=int, default=None, help="use a random subset of this many training structures")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "matgl_cgat" / "graphs"),
+                   help="graph cache folder, keyed by data and converter settings (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _parts(args: argparse.Namespace, model=None) -> dict:
+    from matgl_cgat.data import prepare_splits
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    converter = model.graph_converter() if model is not None and hasattr(model, "graph_converter") else None
+    parts = prepare_splits(args.target, args.data, splits=args.splits, split_key=args.split_key, seed=args.seed,
+                           max_train=args.max_train, cache_dir=args.cache, converter=converter)
+    print(f"{parts['source']}: {args.target}, {parts['split']}: train {len(parts['train'])}, val {len(parts['val'])}, "
+          f"test {len(parts['test'])}; {parts['skipped']} records skipped (no {args.target} label or unusable)")
+    return parts
+
+
+def _train_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
+    p.add_argument("--epochs", type=int, default=epochs, help="epochs (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate of the triangular cycle "
+                   "(default: %(default)s)")
+    p.add_argument("--period", type=int, default=None, help="cycle length in epochs (default: --epochs, one cycle)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", type=Path, required=True, help="run folder: model/, run/metrics.csv, test_metrics.json, "
+                   "test_predictions.csv, training_curve.png, parity.png (an interrupted run resumes here)")
+
+
+def _report(metrics: dict, out: Path, units: str = "") -> None:
+    print("test: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    print(f"saved the model to {out / 'model'} (load with matgl.load_model); plots and metrics in {out}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from matgl_cgat import CGAT
+    from matgl_cgat.workflows import train
+
+    model = CGAT.from_preset(args.preset)
+    parts = _parts(args, model)
+    card = {"name": args.out.name, "preset": args.preset, "parent": None, "units": args.units}
+    _, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, epochs=args.epochs,
+                       lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed, card=card)
+    _report(metrics, args.out)
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import matgl
+
+    from matgl_cgat.workflows import train
+
+    parent = matgl.load_model(args.model)
+    parent_card = parent.metadata if isinstance(getattr(parent, "metadata", None), dict) else {}
+    parts = _parts(args, parent)
+    card = {"name": args.out.name, "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
+            "units": args.units or parent_card.get("units", "")}
+    _, metrics = train(parent, parts, args.target, args.out, policy=args.policy, renormalize=not args.keep_normalization,
+                       epochs=args.epochs, lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed,
+                       card=card)
+    _report(metrics, args.out)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import matgl
+
+    from matgl_cgat.workflows import evaluate
+
+    model = matgl.load_model(args.model)
+    parts = _parts(args, model)
+    dataset = parts[args.split]
+    units = (model.metadata or {}).get("units", "") if isinstance(getattr(model, "metadata", None), dict) else ""
+    metrics = evaluate(model, dataset, args.target, args.out, batch_size=args.batch_size, title=f"{Path(args.model).name} on {args.target} "
+                       f"({args.split}, {len(dataset)})", units=units)
+    print(json.dumps({"model": args.model, "target": args.target, "split": args.split, **metrics}, indent=2))
+    if args.out:
+        print(f"wrote test_metrics.json, test_predictions.csv and parity.png to {args.out}")
+    return 0
+
+
+def _scaling_run(args: argparse.Namespace) -> int:
+    from matgl_cgat.scaling import run_learning_curve
+
+    parent = None
+    if args.parent:
+        import matgl
+
+        parent = matgl.load_model(args.parent)
+    parts = _parts(args, parent)
+    rows = run_learning_curve(parts["train"], parts["val"], parts["test"], target=args.target, sizes=args.sizes,
+                              out_dir=args.out, strategies=args.strategies, seeds=args.seeds, parent=parent,
+                              preset=args.preset, epochs=args.epochs, lr_scratch=args.lr_scratch,
+                              lr_transfer=args.lr_transfer, batch_size=args.batch_size)
+    print(f"{len(rows)} runs in {args.out / 'results.csv'}")
+    return _scaling_report(rows, args.out, args.metric, args.target)
+
+
+def _scaling_fit(args: argparse.Namespace) -> int:
+    from matgl_cgat.scaling import load_results
+
+    rows = load_results(args.results)
+    out = args.out or (args.results if Path(args.results).is_dir() else Path(args.results).parent)
+    return _scaling_report(rows, Path(out), args.metric, rows[0].get("target", "") if rows else "", args.target_mae)
+
+
+def _scaling_report(rows: list[dict], out: Path, metric: str, target: str, target_mae: float | None = None) -> int:
+    import json
+
+    from matgl_cgat.plots import plot_scaling
+    from matgl_cgat.scaling import data_equivalent_size, fit_results, summarize
+
+    if not rows:
+        raise ValueError("no learning-curve rows to fit")
+    print(f"\n{'strategy':>10s} {'size':>7s} {'seeds':>5s} {metric:>12s}")
+    for s in summarize(rows, metric):
+        print(f"{s['strategy']:>10s} {s['size']:7d} {s['n_seeds']:5d} {s['mean']:8.4f} +/- {s['std']:.4f}")
+    fits = fit_results(rows, metric)
+    report: dict = {"metric": metric, "fits": {k: f.to_dict() for k, f in fits.items()}, "data_equivalent": {}}
+    print()
+    for name, fit in fits.items():
+        print(f"{name:>10s}: {fit}  (R^2 on log-log {fit.r2_log:.3f})")
+        if target_mae:
+            try:
+                need = fit.size_for(target_mae, ci=0.68)
+                report.setdefault("size_for_target", {})[name] = need
+                print(f"{'':>12s}reaches {metric} {target_mae:g} at N ~ {need[0]:.0f} (68% CI {need[1]:.0f}-{need[2]:.0f})")
+            except ValueError as exc:
+                print(f"{'':>12s}{exc}")
+    if "scratch" in fits:
+        for name, fit in fits.items():
+            if name == "scratch":
+                continue
+            try:
+                n, lo, hi = data_equivalent_size(fits["scratch"], fit, ci=0.68)
+            except ValueError as exc:
+                print(f"data-equivalent size for {name}: {exc}")
+                continue
+            biggest = max(fit.sizes)
+            report["data_equivalent"][name] = {"size": biggest, "scratch_needs": n, "ci68": [lo, hi]}
+            print(f"no transfer needs ~{n:.0f} structures (68% CI {lo:.0f}-{hi:.0f}) to match {name} with {biggest:.0f}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fits.json").write_text(json.dumps(report, indent=2))
+    plot_scaling(rows, out / "scaling.png", fits=fits, title=target, ylabel=metric.replace("_", " "))
+    print(f"wrote {out / 'fits.json'} and {out / 'scaling.png'}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from matgl_cgat.plots import plot_budget
+    from matgl_cgat.scaling import PowerLawFit, fit_results, load_results, plan_budget
+
+    def curve(results, strategy, explicit, what):
+        if explicit:
+            return PowerLawFit.from_params(*explicit)
+        if results is None:
+            return None
+        fits = fit_results(load_results(results), args.metric)
+        if strategy not in fits:
+            raise ValueError(f"{results}: no fit for strategy {strategy!r} ({what}); fitted: {sorted(fits)}")
+        return fits[strategy]
+
+    train_fit = curve(args.train_results, args.train_strategy, args.train_fit, "training-size curve")
+    if train_fit is None:
+        raise ValueError("give the training-size curve: --train-results DIR or --train-fit A B")
+    pre_fit = curve(args.pretrain_results, args.pretrain_strategy, args.pretrain_fit, "pre-training-size curve")
+    plan = plan_budget(pre_fit, train_fit, args.n_pretrain, args.n_train, args.cost_ratio, args.budgets)
+    print(plan.table())
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
+        plot_budget(plan.rows, args.out / "plan.png", title=f"expensive = {args.cost_ratio:g} x cheap")
+        print(f"wrote {args.out / 'plan.json'} and {args.out / 'plan.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgl-cgat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +279,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the shipped models with their model cards")
     m.set_defaults(func=_models)
+
+    t = sub.add_parser("train", help="train a CGAT from scratch on one property (one triangular LR cycle)")
+    _data_args(t)
+    t.add_argument("--preset", default="small", help="architecture: small (1.7 M parameters) or paper (55.9 M)")
+    t.add_argument("--units", default="", help="units of the target, for the model card and plots")
+    _train_args(t, epochs=20, lr=1e-3)
+    t.set_defaults(func=_train)
+
+    f = sub.add_parser("finetune", help="fine-tune a trained CGAT (shipped name or folder) on new labels")
+    f.add_argument("--model", required=True, help="source model: CGAT-... name or saved model folder")
+    _data_args(f)
+    f.add_argument("--policy", default="full", help="freeze policy: full, head, readout+head, last:K, "
+                   "frozen-embeddings (default: %(default)s)")
+    f.add_argument("--keep-normalization", action="store_true", help="keep the source model's target mean/std "
+                   "instead of re-fitting them on the new training data")
+    f.add_argument("--units", default="", help="units of the target (default: the source model's)")
+    _train_args(f, epochs=20, lr=3e-4)
+    f.set_defaults(func=_finetune)
+
+    e = sub.add_parser("evaluate", help="metrics (MAE, RMSE, R^2, metal/stability scores), predictions and a "
+                       "parity plot of a model on a labelled split")
+    e.add_argument("--model", required=True, help="CGAT-... name or saved model folder")
+    _data_args(e)
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--batch-size", type=int, default=128, help="structures per prediction batch")
+    e.add_argument("--out", type=Path, default=None, help="folder for test_metrics.json, test_predictions.csv, "
+                   "parity.png")
+    e.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("scaling", help="learning curves and log-log power-law fits")
+    ssub = s.add_subparsers(dest="scaling_command", required=True)
+    sr = ssub.add_parser("run", help="train sizes x strategies x seeds (resumable), test on one fixed set, fit")
+    _data_args(sr)
+    sr.add_argument("--parent", default=None, help="pre-trained model for the transfer strategies")
+    sr.add_argument("--sizes", type=int, nargs="+", required=True, help="training sizes (0: the whole split)")
+    sr.add_argument("--strategies", nargs="+", default=["scratch", "head", "full"],
+                    help="scratch and/or freeze policies of the parent (default: %(default)s)")
+    sr.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sr.add_argument("--preset", default="small", help="architecture of scratch runs without --parent")
+    sr.add_argument("--epochs", type=int, default=10)
+    sr.add_argument("--lr-scratch", type=float, default=1e-3)
+    sr.add_argument("--lr-transfer", type=float, default=3e-4)
+    sr.add_argument("--batch-size", type=int, default=64)
+    sr.add_argument("--metric", default="test_mae")
+    sr.add_argument("--out", type=Path, required=True, help="study folder: config.json, results.csv/json, runs/, "
+                    "fits.json, scaling.png")
+    sr.set_defaults(func=_scaling_run)
+    sf = ssub.add_parser("fit", help="fit MAE = a N^-b per strategy to finished runs; data-equivalent sizes")
+    sf.add_argument("results", help="study folder, results.json or results.csv")
+    sf.add_argument("--metric", default="test_mae", help="column to fit (e.g. test_mae, test_rmse, "
+                    "test_mae_nonmetals)")
+    sf.add_argument("--target-mae", type=float, default=None, help="also report the size each strategy needs for "
+                    "this error")
+    sf.add_argument("--out", type=Path, default=None, help="folder for fits.json and scaling.png (default: beside "
+                    "the results)")
+    sf.set_defaults(func=_scaling_fit)
+
+    pl = sub.add_parser("plan", help="spend extra compute on cheap (pre-training) or expensive (training) labels?")
+    pl.add_argument("--train-results", default=None, help="learning-curve study of the training (expensive) size")
+    pl.add_argument("--train-strategy", default="full")
+    pl.add_argument("--train-fit", type=float, nargs=2, metavar=("A", "B"), help="or the fit MAE = A N^-B directly")
+    pl.add_argument("--pretrain-results", default=None, help="study whose sizes are pre-training (cheap) sizes")
+    pl.add_argument("--pretrain-strategy", default="full")
+    pl.add_argument("--pretrain-fit", type=float, nargs=2, metavar=("A", "B"))
+    pl.add_argument("--metric", default="test_mae")
+    pl.add_argument("--n-train", type=float, required=True, help="current number of expensive structures")
+    pl.add_argument("--n-pretrain", type=float, default=0, help="current number of cheap structures")
+    pl.add_argument("--cost-ratio", type=float, required=True, help="cost of one expensive calculation in cheap "
+                    "ones, e.g. 5 for SCAN vs PBE")
+    pl.add_argument("--budgets", type=float, nargs="+", default=[1000, 3000, 10000, 30000, 100000],
+                    help="extra compute in cheap-calculation units")
+    pl.add_argument("--out", type=Path, default=None, help="folder for plan.json and plan.png")
+    pl.set_defaults(func=_plan)
     return parser
 
 

@@ -6,6 +6,7 @@ from ._dataset import GraphDataset, load_dataset
 from ._errors import DataError
 from ._mgl import graph_dataset
 from ._paths import ENV_VAR, default_data_dir
+from ._prepare import prepare_splits
 from ._sources import Records, read_structures
 from ._splits import load_splits, nested_subsets, random_split, split_from_file
 
@@ -19,6 +20,7 @@ __all__ = [
     "load_dataset",
     "load_splits",
     "nested_subsets",
+    "prepare_splits",
     "random_split",
     "read_structures",
     "split_from_file",

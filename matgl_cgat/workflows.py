@@ -1,0 +1,83 @@
+"""Train / fine-tune / evaluate and leave files a user can open: what ``mgl-cgat train|finetune|evaluate`` run.
+
+Each run folder gets the saved model (``model/``, loadable with ``matgl.load_model``, its model card
+in the metadata), the per-epoch log (``run/metrics.csv``), ``test_metrics.json``,
+``test_predictions.csv`` and two PNGs: the training curve (with the cyclic learning rate) and the
+test parity plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from matgl_cgat.metrics import metrics_for
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
+             units: str = "", batch_size: int = 128) -> dict:
+    """Metrics of ``model`` on a labelled dataset; with ``out``, also predictions CSV, metrics JSON, parity PNG."""
+    y = np.asarray(dataset.labels[target], dtype=float)
+    pred = np.asarray(model.predict_dataset(dataset, batch_size=batch_size), dtype=float)
+    metrics = metrics_for(target, y, pred)
+    if out is not None:
+        out = Path(out)
+        ids = list(getattr(dataset, "ids", None) or range(len(dataset)))
+        _write(out / "test_predictions.csv",
+               "id,y_true,y_pred\n" + "".join(f"{i},{a:.6g},{b:.6g}\n" for i, a, b in zip(ids, y, pred)))
+        _write(out / "test_metrics.json", json.dumps({"target": target, **metrics}, indent=2))
+        from matgl_cgat.plots import plot_parity
+
+        plot_parity(y, pred, out / "parity.png", title=title or target, units=units)
+    return metrics
+
+
+def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "full", renormalize: bool = True,
+          epochs: int = 20, lr: float = 1e-3, period: int | None = None, batch_size: int = 64, seed: int = 0,
+          card: dict | None = None, progress: bool = True):
+    """Fine-tune ``model`` (or train a fresh one) on ``parts['train']``, test on ``parts['test']``, save all.
+
+    Returns the trained model and its test metrics. Resumes an interrupted run in the same ``out``.
+    """
+    out = Path(out)
+    t0 = time.time()
+    trained = model.finetune(parts["train"], parts.get("val"), policy=policy, renormalize=renormalize, epochs=epochs,
+                             lr=lr, period=period or epochs, batch_size=batch_size, out_dir=out / "run", seed=seed,
+                             progress=progress)
+    seconds = time.time() - t0
+    units = (card or {}).get("units", "")
+    metrics = evaluate(trained, parts["test"], target, out, units=units)
+    record = trained.metadata["finetune"]
+    y_train = np.asarray(parts["train"].labels[target], dtype=float)
+    trained.metadata = {
+        **(card or {}),
+        "property": target,
+        "split": parts.get("split"),
+        "data": parts.get("source"),
+        "policy": policy,
+        "training": {k: record[k] for k in ("epochs", "lr", "period", "best_epoch", "best_val_mae", "seed",
+                                            "renormalize", "trainable_parameters", "frozen_parameters")},
+        "n_train": len(parts["train"]),
+        "test_mae": metrics["mae"],
+        "test_metrics": metrics,
+        "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - parts["test"].labels[target]).mean()),
+        "train_seconds_this_invocation": round(seconds),
+    }
+    trained.save(out / "model")
+    from matgl_cgat.plots import plot_training_curve
+
+    plot_training_curve(out / "run" / "metrics.csv", out / "training_curve.png", title=f"{target}: {policy}")
+    return trained, metrics

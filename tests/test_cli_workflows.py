@@ -1,0 +1,117 @@
+"""``mgl-cgat train | finetune | evaluate | scaling fit | plan`` end to end on data the test writes itself."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from matgl_cgat.cli import main
+
+from .conftest import random_structure
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    """40 small crystals with a label that depends on composition, as JSON lines."""
+    path = tmp_path / "toy.jsonl"
+    with open(path, "w") as f:
+        for i in range(40):
+            s = random_structure(i, n=3 + i % 3, elements=("O", "Mg", "Zn"))
+            y = 1.0 + 3.0 * s.composition.get_atomic_fraction("O")
+            f.write(json.dumps({"mat_id": f"toy-{i}", "structure": s.as_dict(), "y": y}) + "\n")
+    return path
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_finetune_evaluate(tmp_path, data_file, capsys):
+    cache = str(tmp_path / "cache")
+    out = tmp_path / "trained"
+    common = ["--data", str(data_file), "--target", "y", "--cache", cache, "--batch-size", "8"]
+    assert main(["train", *common, "--epochs", "2", "--units", "eV", "--out", str(out)]) == 0
+    for name in ("model/model.json", "run/metrics.csv", "test_metrics.json", "test_predictions.csv",
+                 "training_curve.png", "parity.png"):
+        assert (out / name).is_file(), name
+    assert (out / "parity.png").read_bytes()[:4] == b"\x89PNG"
+    assert "random 0.8/0.1/0.1 split, seed 0: train 32, val 4, test 4" in capsys.readouterr().out
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    rows = _csv(out / "test_predictions.csv")
+    assert len(rows) == 4 == metrics["n"]
+    mae = np.mean([abs(float(r["y_true"]) - float(r["y_pred"])) for r in rows])
+    assert metrics["mae"] == pytest.approx(mae, rel=1e-4)
+    card = json.loads((out / "model" / "model.json").read_text())["metadata"]
+    assert card["test_mae"] == pytest.approx(metrics["mae"]) and card["units"] == "eV" and card["n_train"] == 32
+    assert card["policy"] == "full" and card["training"]["epochs"] == 2
+
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", "--model", str(out / "model"), *common, "--policy", "head", "--epochs", "1",
+                 "--max-train", "10", "--out", str(tuned)]) == 0
+    card2 = json.loads((tuned / "model" / "model.json").read_text())["metadata"]
+    assert card2["parent"] == "trained" and card2["policy"] == "head" and card2["n_train"] == 10
+    assert card2["training"]["trainable_parameters"] < card2["training"]["frozen_parameters"]
+    assert card2["units"] == "eV"  # inherited from the source model
+
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tuned / "model"), *common, "--out", str(tmp_path / "ev")]) == 0
+    out_text = capsys.readouterr().out
+    printed = json.loads(out_text[out_text.index("{"):out_text.index("\nwrote")])
+    assert printed["mae"] == pytest.approx(card2["test_mae"], rel=1e-5)
+    assert json.loads((tmp_path / "ev" / "test_metrics.json").read_text())["rmse"] >= printed["mae"] - 1e-12
+
+
+def test_train_uses_a_splits_file(tmp_path, data_file, capsys):
+    ids = [f"toy-{i}" for i in range(40)]
+    splits = tmp_path / "my_splits.json"
+    splits.write_text(json.dumps({"y": {"train": ids[:20], "val": ids[20:25], "test": ids[25:]}}))
+    assert main(["train", "--data", str(data_file), "--target", "y", "--splits", str(splits), "--epochs", "1",
+                 "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
+    assert "my_splits.json['y']: train 20, val 5, test 15" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "test_metrics.json").read_text())["n"] == 15
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope.jsonl"), "--target", "y", "--out", str(tmp_path / "o")]) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+    assert main(["plan", "--n-train", "100", "--cost-ratio", "5"]) == 2
+    assert "--train-results" in capsys.readouterr().err
+    assert main(["scaling", "fit", str(tmp_path / "missing")]) == 2
+    assert "no learning-curve results" in capsys.readouterr().err
+
+
+def test_scaling_fit_and_plan_from_results(tmp_path, capsys):
+    study = tmp_path / "study"
+    study.mkdir()
+    rows = []
+    for size in (100, 300, 1000, 3000):
+        for seed in (0, 1):
+            rows.append({"target": "gap_x", "size": size, "strategy": "scratch", "seed": seed,
+                         "test_mae": 2.0 * size**-0.3 * (1 + 0.01 * seed)})
+            rows.append({"target": "gap_x", "size": size, "strategy": "full", "seed": seed,
+                         "test_mae": 1.0 * size**-0.3 * (1 + 0.01 * seed)})
+    with open(study / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["scaling", "fit", str(study / "results.csv"), "--target-mae", "0.2"]) == 0
+    fits = json.loads((study / "fits.json").read_text())
+    assert fits["fits"]["full"]["b"] == pytest.approx(0.3, abs=1e-3)
+    eq = fits["data_equivalent"]["full"]
+    assert eq["size"] == 3000 and eq["scratch_needs"] == pytest.approx(3000 * 2 ** (1 / 0.3), rel=0.02)
+    assert (study / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert "no transfer needs" in capsys.readouterr().out
+
+    assert main(["plan", "--train-results", str(study), "--train-strategy", "full", "--pretrain-fit", "1.5", "0.3",
+                 "--n-train", "1000", "--n-pretrain", "10000", "--cost-ratio", "5", "--budgets", "0", "5000",
+                 "--out", str(tmp_path / "plan")]) == 0
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    row = plan["rows"][1]
+    assert row["extra_expensive"] == 1000
+    assert row["mae_expensive"] == pytest.approx(2000**-0.3, rel=0.02)
+    assert row["mae_cheap"] == pytest.approx(1.5 * 15000**-0.3)
+    assert (tmp_path / "plan" / "plan.png").is_file()
