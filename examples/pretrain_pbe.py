@@ -1,10 +1,15 @@
-"""Train a CGAT from scratch on one PBE property of the shared mp_gap data and save it with a model card.
+"""Train a CGAT (from scratch, or from a parent model) on one PBE property of the shared mp_gap data and save it with a model card.
 
 This is how the shipped models ``CGAT-PBE-Eform``, ``CGAT-PBE-Ehull`` and ``CGAT-PBE-BandGap`` are
 made. It is resumable: run the same command again after an interruption and it continues from the
 last finished epoch in ``--run``. Graphs are converted once into ``--graph-cache`` and reused.
 
     python examples/pretrain_pbe.py --target e_form_pbe --name CGAT-PBE-Eform --epochs 6
+    python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull --parent CGAT-PBE-Eform
+
+With ``--parent`` (a shipped model name or a saved model folder) the parent's weights are the start
+and ``--policy`` chooses what trains: inter-property transfer, e.g. formation energy -> hull distance,
+which share almost all of what the network has to learn about bonding.
 
 Writes the model folder to ``--save`` (default ``runs/models/<name>``) with ``metadata`` holding the
 model card: property, units, functional, data and split, preset, training settings, test MAE, the
@@ -33,7 +38,9 @@ def main() -> None:
     parser.add_argument("--target", required=True, choices=sorted(UNITS))
     parser.add_argument("--name", required=True, help="model name, e.g. CGAT-PBE-Eform")
     parser.add_argument("--data", type=Path, default=None, help="folder with mp_gap.jsonl.gz and splits.json")
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="small", help="architecture when training from scratch")
+    parser.add_argument("--parent", default=None, help="start from this model (shipped name or folder)")
+    parser.add_argument("--policy", default="full", help="freeze policy when --parent is given")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the triangular cycle")
     parser.add_argument("--period", type=int, default=None, help="cycle length in epochs (default: --epochs)")
@@ -55,9 +62,15 @@ def main() -> None:
     print(ds.summary())
     parts = split_from_file(ds, Path(data_dir) / "splits.json", args.target)
     print({k: len(parts[k]) for k in ("train", "val", "test")})
-    model = CGAT.from_preset(args.preset)
+    if args.parent:
+        import matgl
+
+        model = matgl.load_model(args.parent)
+        preset = model.metadata.get("preset", args.preset) if isinstance(model.metadata, dict) else args.preset
+    else:
+        model, preset = CGAT.from_preset(args.preset), args.preset
     t0 = time.time()
-    trained = model.finetune(parts["train"], parts["val"], policy="full", renormalize=True, epochs=args.epochs,
+    trained = model.finetune(parts["train"], parts["val"], policy=args.policy if args.parent else "full", renormalize=True, epochs=args.epochs,
                              lr=args.lr, period=args.period or args.epochs, batch_size=args.batch_size,
                              out_dir=run, seed=args.seed)
     seconds = time.time() - t0
@@ -74,9 +87,9 @@ def main() -> None:
         "data": "mp_gap (Materials Project, see shared/data/mp_gap/README.md)",
         "split": f"splits.json[{args.target!r}]: train {len(parts['train'])}, val {len(parts['val'])}, "
                  f"test {len(parts['test'])}",
-        "preset": args.preset,
-        "parent": None,
-        "policy": None,
+        "preset": preset,
+        "parent": args.parent,
+        "policy": args.policy if args.parent else None,
         "training": {k: record[k] for k in ("epochs", "lr", "period", "best_epoch", "best_val_mae", "seed")},
         "test_mae": test_mae,
         "test_mae_predicting_train_median": baseline,
