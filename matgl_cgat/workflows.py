@@ -9,22 +9,13 @@ test parity plot.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from matgl_cgat._io import atomic_write_text
 from matgl_cgat.metrics import metrics_for
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
@@ -36,9 +27,9 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
     if out is not None:
         out = Path(out)
         ids = list(getattr(dataset, "ids", None) or range(len(dataset)))
-        _write(out / "test_predictions.csv",
+        atomic_write_text(out / "test_predictions.csv",
                "id,y_true,y_pred\n" + "".join(f"{i},{a:.6g},{b:.6g}\n" for i, a, b in zip(ids, y, pred)))
-        _write(out / "test_metrics.json", json.dumps({"target": target, **metrics}, indent=2))
+        atomic_write_text(out / "test_metrics.json", json.dumps({"target": target, **metrics}, indent=2))
         from matgl_cgat.plots import plot_parity
 
         plot_parity(y, pred, out / "parity.png", title=title or target, units=units)

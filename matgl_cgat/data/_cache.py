@@ -19,6 +19,8 @@ from pathlib import Path
 import dgl
 import torch
 
+from matgl_cgat._io import atomic_write_text  # noqa: F401 - the data modules import it from here
+
 #: Bumped whenever the shard layout or graph content changes.
 CACHE_FORMAT = 1
 
@@ -27,21 +29,6 @@ def cache_key(description: dict) -> str:
     """Stable short hash of a JSON-serialisable description."""
     text = json.dumps({"format": CACHE_FORMAT, **description}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so that readers see either the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def shard_paths(root: Path, index: int) -> tuple[Path, Path]:

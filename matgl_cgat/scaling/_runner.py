@@ -18,14 +18,13 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import nested_subsets
 from matgl_cgat.metrics import metrics_for
 
@@ -33,14 +32,6 @@ from ._fit import PowerLawFit, fit_power_law
 
 RESULT_FIELDS = ("target", "size", "strategy", "seed", "test_mae", "test_rmse", "test_r2", "best_val_mae",
                  "best_epoch", "epochs", "lr", "seconds")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _ids_digest(ds) -> str:
@@ -139,7 +130,7 @@ def run_learning_curve(train, val, test, *, target: str, sizes, out_dir: str | P
             raise ValueError(f"{out_dir} holds a study with different settings ({', '.join(changed)}); resume it with "
                              f"the same settings or use a new folder")
     else:
-        _atomic_write(config_path, json.dumps(config, indent=2))
+        atomic_write_text(config_path, json.dumps(config, indent=2))
 
     results_path = out_dir / "results.json"
     rows = load_results(results_path) if results_path.is_file() else []
@@ -173,11 +164,11 @@ def run_learning_curve(train, val, test, *, target: str, sizes, out_dir: str | P
                "best_val_mae": rec["best_val_mae"], "best_epoch": rec["best_epoch"], "epochs": epochs, "lr": lr,
                "seconds": round(time.time() - t0, 1)}
         ids = list(getattr(test, "ids", None) or range(len(test)))
-        _atomic_write(run_dir / "test_predictions.csv",
+        atomic_write_text(run_dir / "test_predictions.csv",
                       "id,y_true,y_pred\n" + "".join(f"{i},{a:.6g},{b:.6g}\n" for i, a, b in zip(ids, y_test, pred)))
         rows.append(row)
-        _atomic_write(results_path, json.dumps(rows, indent=2))
-        _atomic_write(out_dir / "results.csv", results_csv(rows))
+        atomic_write_text(results_path, json.dumps(rows, indent=2))
+        atomic_write_text(out_dir / "results.csv", results_csv(rows))
         if bar is not None:
             bar.update(1)
             bar.write(f"{strategy:>8s} n={size:<6d} seed={seed}: test MAE {row['test_mae']:.4f}  ({row['seconds']:.0f} s)")
