@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1000, help="fine-tuning size (0: the whole split)")
     parser.add_argument("--samples", type=int, default=30000, help="pre-training samples seen per size")
     parser.add_argument("--min-epochs", type=int, default=3)
+    parser.add_argument("--pretrain-val", type=int, default=500,
+                        help="validation structures during pre-training (a subset: it runs every epoch)")
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
     parser.add_argument("--lr-pretrain", type=float, default=1e-3)
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning peak learning rate")
@@ -60,6 +62,8 @@ def main() -> None:
     pre = split_from_file(load_dataset(source, args.pretrain_target, cache_dir=args.graph_cache), splits,
                           args.pretrain_target)
     fine = split_from_file(load_dataset(source, args.target, cache_dir=args.graph_cache), splits, args.target)
+    pre_val = pre["val"].subset(nested_subsets(len(pre["val"]), [min(args.pretrain_val, len(pre["val"]))],
+                                               seed=args.seed)[0])
     n_train = len(fine["train"]) if args.n_train <= 0 else min(args.n_train, len(fine["train"]))
     train = fine["train"].subset(nested_subsets(len(fine["train"]), [n_train], seed=args.seed)[0])
     y_test = np.asarray(fine["test"].labels[args.target], dtype=float)
@@ -75,7 +79,7 @@ def main() -> None:
         torch.manual_seed(args.seed)
         t0 = time.time()
         pretrained = CGAT.from_preset(args.preset).finetune(
-            pre["train"].subset(idx), pre["val"], policy="full", epochs=epochs, lr=args.lr_pretrain, period=epochs,
+            pre["train"].subset(idx), pre_val, policy="full", epochs=epochs, lr=args.lr_pretrain, period=epochs,
             out_dir=args.out / f"pretrain_n{size}", seed=args.seed, progress=False)
         t1 = time.time()
         tuned = pretrained.finetune(train, fine["val"], policy="full", epochs=args.epochs, lr=args.lr,
