@@ -30,6 +30,9 @@ STUDIES = {
     "pbe_eform_to_hse": "PBE formation energy -> HSE gap (inter-property)",
 }
 ORDER = {"scratch": 0, "head": 1, "full": 2}
+#: the split whose training part each study's parent model was trained on
+PARENT_SPLIT = {"pbe_gap_to_hse": "gap_pbe", "pbe_gap_to_gllbsc": "gap_pbe", "pbe_gap_to_scan": "gap_pbe",
+                "pbe_eform_to_hse": "e_form_pbe"}
 
 
 def _fmt(x, digits=3):
@@ -73,11 +76,29 @@ def _fit_table(fits: dict) -> list[str]:
     return out
 
 
+def _overlap_table(path: Path, parent_train: set, size: int) -> list[str]:
+    """Test MAE on test structures the parent did / did not see (with its cheap label) in pre-training."""
+    out = ["| strategy | test structures in the parent's training split: MAE (n) | not in it: MAE (n) |",
+           "|---|---|---|"]
+    for strategy in ("scratch", "head", "full"):
+        errs = {True: [], False: []}
+        for run in sorted((path / "runs").glob(f"{strategy}_n{size}_s*")):
+            with open(run / "test_predictions.csv", newline="") as f:
+                for r in csv.DictReader(f):
+                    errs[r["id"] in parent_train].append(abs(float(r["y_true"]) - float(r["y_pred"])))
+        if errs[True] or errs[False]:
+            seen, unseen = errs[True], errs[False]
+            out.append(f"| {strategy} | {_fmt(float(np.mean(seen)) if seen else None)} ({len(seen)}) | "
+                       f"{_fmt(float(np.mean(unseen)) if unseen else None)} ({len(unseen)}) |")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", type=Path, required=True, help="folder holding the study folders")
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
     parser.add_argument("--tables", type=Path, default=Path("docs/study_tables.md"))
+    parser.add_argument("--splits", type=Path, default=None, help="splits.json of the data (for the overlap table)")
     parser.add_argument("--cost-ratios", type=float, nargs="+", default=[5, 50])
     args = parser.parse_args()
     md: list[str] = ["<!-- written by examples/study_report.py; do not edit by hand -->"]
@@ -95,6 +116,11 @@ def main() -> None:
         md += [f"\n### {title}\n", f"![scaling](figures/scaling_{folder}.png)\n", *_study_table(rows), "",
                *_fit_table(fits)]
         biggest = max(r["size"] for r in rows)
+        if args.splits is not None and args.splits.is_file():
+            parent_train = set(json.loads(args.splits.read_text())[PARENT_SPLIT[folder]]["train"])
+            md += ["", f"Test MAE (eV) at N = {biggest}, pooled over seeds, split by whether the parent model saw "
+                   f"the test structure (with its {PARENT_SPLIT[folder]} label) in pre-training:\n",
+                   *_overlap_table(path, parent_train, biggest)]
         for strategy in ("scratch", "full"):
             run = path / "runs" / f"{strategy}_n{biggest}_s0"
             if (run / "metrics.csv").is_file():
