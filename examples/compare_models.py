@@ -10,7 +10,7 @@ through the same MatGL pipeline: ``MGLDataset`` with each model's own graph conv
   Trainer's ``max_time``; building the graphs is timed separately and does not count;
 * the optimiser: AdamW (``--lr``, weight decay 1e-6) at a constant learning rate (a schedule
   tied to a number of epochs would favour whichever model gets through more epochs), L1 loss;
-* the evaluation: each model is tested with its best-validation-MAE weights, by predicting the
+* the evaluation: each model is tested with its best-validation-MAE weights (kept in memory), by predicting the
   same test structures in eval mode and scoring them with ``matgl_cgat.metrics.metrics_for``.
 
 Model set-ups: CGAT ``"small"`` preset with its own converter; M3GNet as in
@@ -35,7 +35,6 @@ import functools
 import hashlib
 import json
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from pathlib import Path
 import lightning as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import Callback, Timer
 from matgl.ext.pymatgen import Structure2Graph, get_element_list
 from matgl.graph.data import MGLDataLoader, MGLDataset, collate_fn_graph
 from matgl.layers import BondExpansion
@@ -54,6 +53,7 @@ from matgl.models import M3GNet, MEGNet
 from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
+from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import default_data_dir, load_splits, read_structures
 from matgl_cgat.metrics import metrics_for
 
@@ -143,6 +143,25 @@ def predict(module: ModelLightningModule, loader, line_graph: bool) -> tuple[np.
     return torch.cat(y_true).numpy().astype(float), torch.cat(y_pred).numpy().astype(float)
 
 
+class BestWeights(Callback):
+    """Keep a copy of the weights of the epoch with the lowest validation MAE (MatGL logs ``val_MAE``).
+
+    Held in memory rather than as a Lightning checkpoint: MatGL's module stores its optimiser among
+    the hyper-parameters, so its checkpoints cannot be read back with ``weights_only=True``.
+    """
+
+    def __init__(self):
+        self.best, self.epoch, self.state = float("inf"), None, None
+
+    def on_validation_epoch_end(self, trainer, module):
+        if trainer.sanity_checking or "val_MAE" not in trainer.callback_metrics:
+            return
+        mae = float(trainer.callback_metrics["val_MAE"])
+        if mae < self.best:
+            self.best, self.epoch = mae, int(trainer.current_epoch)
+            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def train_and_test(name: str, parts, target: str, elements, mean: float, std: float, args, model_dir: Path) -> dict:
     pl.seed_everything(args.seed, verbose=False)
     model, converter, line_graph, norm = build_model(name, elements, mean, std)
@@ -163,13 +182,10 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
     module = ModelLightningModule(model=model, loss="l1_loss", optimizer=optimizer, scheduler=scheduler,
                                   include_line_graph=line_graph, **norm)
 
-    ckpt_dir = model_dir / "checkpoints"
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # a stale best checkpoint must not be picked up
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_MAE", mode="min",
-                                 save_top_k=1, save_weights_only=True)
+    best = BestWeights()
     trainer = pl.Trainer(max_time=timedelta(minutes=args.minutes), max_epochs=10_000, accelerator="cpu",
                          logger=False, enable_model_summary=False, enable_progress_bar=False,
-                         num_sanity_val_steps=0, callbacks=[checkpoint])
+                         num_sanity_val_steps=0, callbacks=[best])
     print(f"[{name}] {n_params:,} parameters; graphs built in {conversion_seconds:.1f} s; "
           f"training for {args.minutes:g} min ...", flush=True)
     t0 = time.perf_counter()
@@ -177,17 +193,15 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
     train_seconds = time.perf_counter() - t0
     timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
 
-    best_epoch = None
-    if checkpoint.best_model_path:
-        state = torch.load(checkpoint.best_model_path, map_location="cpu")
-        module.load_state_dict(state["state_dict"])
-        best_epoch = int(state["epoch"])
+    best_epoch = best.epoch
+    if best.state is not None:
+        module.load_state_dict(best.state)
     else:
         print(f"[{name}] warning: no validation finished within the budget; testing the final weights")
     y_true, y_pred = predict(module, test_loader, line_graph)
     if not np.allclose(y_true, parts["test"]["labels"]):
         raise RuntimeError(f"{name}: test labels came back out of order")
-    best_val = checkpoint.best_model_score
+    best_val = best.best if best.state is not None else None
     return {
         "model": name,
         "label": LABELS[name],
@@ -200,7 +214,6 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
         "best_val_mae": float(best_val) if best_val is not None else None,
         "best_epoch": best_epoch,
         "used_final_weights": best_epoch is None,
-        "checkpoint": checkpoint.best_model_path or None,
         "test": metrics_for(target, y_true, y_pred),
         "test_predictions": [float(v) for v in y_pred],
     }
@@ -221,15 +234,7 @@ def clean(obj):
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(clean(obj), fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(clean(obj), indent=2))
 
 
 def fmt(value, spec: str) -> str:
