@@ -83,6 +83,8 @@ def _overlap_table(path: Path, parent_train: set, size: int) -> list[str]:
     for strategy in ("scratch", "head", "full"):
         errs = {True: [], False: []}
         for run in sorted((path / "runs").glob(f"{strategy}_n{size}_s*")):
+            if not (run / "test_predictions.csv").is_file():  # a run still in progress
+                continue
             with open(run / "test_predictions.csv", newline="") as f:
                 for r in csv.DictReader(f):
                     errs[r["id"] in parent_train].append(abs(float(r["y_true"]) - float(r["y_pred"])))

@@ -7,6 +7,13 @@ import tempfile
 from pathlib import Path
 
 
+def file_mode() -> int:
+    """Permissions of an ordinary new file under the current umask (``mkstemp`` would leave 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder (created if needed) and a rename."""
     path = Path(path)
@@ -17,6 +24,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

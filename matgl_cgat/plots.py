@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from matgl_cgat._io import file_mode
+
 __all__ = ["plot_budget", "plot_parity", "plot_scaling", "plot_training_curve"]
 
 
@@ -38,6 +40,7 @@ def _save(fig, out_png: str | Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        os.chmod(tmp, file_mode())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

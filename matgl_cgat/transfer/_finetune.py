@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from matgl_cgat._io import file_mode
+
 from ._policies import apply_policy, keep_frozen_in_eval, layerwise_param_groups, unfreeze_next
 from ._schedule import triangular_multiplier
 
@@ -118,6 +120,7 @@ class _BestWeights(pl.Callback):
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             os.close(fd)
             torch.save(module.model.state_dict(), tmp)
+            os.chmod(tmp, file_mode())
             os.replace(tmp, self.path)
             (self.path.parent / "best.json").write_text(json.dumps({"val_mae": mae, "epoch": self.best_epoch}))
 
@@ -159,6 +162,7 @@ class _EpochLog(pl.Callback):
             writer = csv.DictWriter(f, fieldnames=self.FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, self.path)
 
     def on_train_start(self, trainer, module):
