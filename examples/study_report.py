@@ -68,9 +68,12 @@ def _fit_table(fits: dict) -> list[str]:
                 continue
             try:
                 n, lo, hi = data_equivalent_size(fits["scratch"], fit, ci=0.68)
+                reach = n / max(fits["scratch"].sizes)
+                caveat = (f" This extrapolates the no-transfer line {reach:.0f}x beyond its largest measured size: "
+                          "an order of magnitude at best." if reach > 3 else "")
                 out.append(f"\nData-equivalent size: no transfer would need about **{n:,.0f}** structures "
                            f"(68% bootstrap interval {lo:,.0f}–{hi:,.0f}) to match `{name}` with "
-                           f"{int(max(fit.sizes)):,}.")
+                           f"{int(max(fit.sizes)):,}.{caveat}")
             except ValueError as exc:
                 out.append(f"\nData-equivalent size for `{name}`: not defined ({exc}).")
     return out
