@@ -184,7 +184,8 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
 
     best = BestWeights()
     trainer = pl.Trainer(max_time=timedelta(minutes=args.minutes), max_epochs=10_000, accelerator="cpu",
-                         logger=False, enable_model_summary=False, enable_progress_bar=False,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=False,
                          num_sanity_val_steps=0, callbacks=[best])
     print(f"[{name}] {n_params:,} parameters; graphs built in {conversion_seconds:.1f} s; "
           f"training for {args.minutes:g} min ...", flush=True)
