@@ -21,7 +21,7 @@ import numpy as np
 
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.plots import plot_budget, plot_parity, plot_scaling, plot_training_curve
-from matgl_cgat.scaling import data_equivalent_size, fit_results, load_results, plan_budget, summarize
+from matgl_cgat.scaling import data_equivalents, fit_results, load_results, plan_budget, summarize
 
 STUDIES = {
     "pbe_gap_to_hse": "PBE gap -> HSE gap",
@@ -62,20 +62,16 @@ def _fit_table(fits: dict) -> list[str]:
     for name, fit in sorted(fits.items(), key=lambda kv: ORDER.get(kv[0], 9)):
         out.append(f"| {name} | {fit.a:.3g} | {fit.b:.3f} ± {fit.b_err:.3f} | {fit.r2_log:.3f} | "
                    f"{', '.join(str(int(s)) for s in fit.sizes)} |")
-    if "scratch" in fits:
-        for name, fit in fits.items():
-            if name == "scratch":
-                continue
-            try:
-                n, lo, hi = data_equivalent_size(fits["scratch"], fit, ci=0.68)
-                reach = n / max(fits["scratch"].sizes)
-                caveat = (f" This extrapolates the no-transfer line {reach:.0f}x beyond its largest measured size: "
-                          "an order of magnitude at best." if reach > 3 else "")
-                out.append(f"\nData-equivalent size: no transfer would need about **{n:,.0f}** structures "
-                           f"(68% bootstrap interval {lo:,.0f}–{hi:,.0f}) to match `{name}` with "
-                           f"{int(max(fit.sizes)):,}.{caveat}")
-            except ValueError as exc:
-                out.append(f"\nData-equivalent size for `{name}`: not defined ({exc}).")
+    for name, eq in data_equivalents(fits, "scratch", ci=0.68).items():
+        if "error" in eq:
+            out.append(f"\nData-equivalent size for `{name}`: not defined ({eq['error']}).")
+            continue
+        reach = eq["extrapolation"]
+        caveat = (f" This extrapolates the no-transfer line {reach:.0f}x beyond its largest measured size: "
+                  "an order of magnitude at best." if reach > 3 else "")
+        out.append(f"\nData-equivalent size: no transfer would need about **{eq['needs']:,.0f}** structures "
+                   f"(68% bootstrap interval {eq['ci'][0]:,.0f}–{eq['ci'][1]:,.0f}) to match `{name}` with "
+                   f"{int(eq['size']):,}.{caveat}")
     return out
 
 

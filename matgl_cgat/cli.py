@@ -184,7 +184,7 @@ def _scaling_report(rows: list[dict], out: Path, metric: str, target: str, targe
     import json
 
     from matgl_cgat.plots import plot_scaling
-    from matgl_cgat.scaling import data_equivalent_size, fit_results, summarize
+    from matgl_cgat.scaling import data_equivalents, fit_results, summarize
 
     if not rows:
         raise ValueError("no learning-curve rows to fit")
@@ -203,18 +203,13 @@ def _scaling_report(rows: list[dict], out: Path, metric: str, target: str, targe
                 print(f"{'':>12s}reaches {metric} {target_mae:g} at N ~ {need[0]:.0f} (68% CI {need[1]:.0f}-{need[2]:.0f})")
             except ValueError as exc:
                 print(f"{'':>12s}{exc}")
-    if "scratch" in fits:
-        for name, fit in fits.items():
-            if name == "scratch":
-                continue
-            try:
-                n, lo, hi = data_equivalent_size(fits["scratch"], fit, ci=0.68)
-            except ValueError as exc:
-                print(f"data-equivalent size for {name}: {exc}")
-                continue
-            biggest = max(fit.sizes)
-            report["data_equivalent"][name] = {"size": biggest, "scratch_needs": n, "ci68": [lo, hi]}
-            print(f"no transfer needs ~{n:.0f} structures (68% CI {lo:.0f}-{hi:.0f}) to match {name} with {biggest:.0f}")
+    for name, eq in data_equivalents(fits, "scratch", ci=0.68).items():
+        if "error" in eq:
+            print(f"data-equivalent size for {name}: {eq['error']}")
+            continue
+        report["data_equivalent"][name] = {"size": eq["size"], "scratch_needs": eq["needs"], "ci68": eq["ci"]}
+        print(f"no transfer needs ~{eq['needs']:.0f} structures (68% CI {eq['ci'][0]:.0f}-{eq['ci'][1]:.0f}) to match "
+              f"{name} with {eq['size']:.0f}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "fits.json").write_text(json.dumps(report, indent=2))
     plot_scaling(rows, out / "scaling.png", fits=fits, title=target, ylabel=metric.replace("_", " "))

@@ -6,7 +6,7 @@
 - :func:`plan_budget` compares spending extra compute on cheap or on expensive calculations.
 """
 
-from ._fit import PowerLawFit, data_equivalent_size, fit_power_law
+from ._fit import PowerLawFit, data_equivalent_size, data_equivalents, fit_power_law
 from ._planner import BudgetPlan, plan_budget
 from ._runner import fit_results, load_results, results_csv, run_learning_curve, summarize
 
@@ -14,6 +14,7 @@ __all__ = [
     "BudgetPlan",
     "PowerLawFit",
     "data_equivalent_size",
+    "data_equivalents",
     "fit_power_law",
     "fit_results",
     "load_results",

@@ -122,3 +122,26 @@ def data_equivalent_size(slow: PowerLawFit, fast: PowerLawFit, n: float | None =
     """
     target = float(min(fast.maes)) if n is None else float(fast.predict(n))
     return slow.size_for(target, ci=ci)
+
+
+def data_equivalents(fits: dict, reference: str = "scratch", ci: float = 0.68) -> dict:
+    """For every strategy but ``reference``: the size ``reference`` needs to match its best error.
+
+    Returns ``{strategy: {"size", "needs", "ci", "extrapolation"}}`` (``extrapolation``: ``needs`` over
+    the reference's largest measured size; far above 1 means the number is an extrapolation) or
+    ``{strategy: {"error": message}}`` when the reference's error does not fall with data.
+    """
+    out: dict = {}
+    if reference not in fits:
+        return out
+    ref = fits[reference]
+    for name, fit in fits.items():
+        if name == reference:
+            continue
+        try:
+            n, lo, hi = data_equivalent_size(ref, fit, ci=ci)
+        except ValueError as exc:
+            out[name] = {"error": str(exc)}
+            continue
+        out[name] = {"size": max(fit.sizes), "needs": n, "ci": [lo, hi], "extrapolation": n / max(ref.sizes)}
+    return out
