@@ -18,6 +18,13 @@ from matgl_cgat._io import atomic_write_text
 from matgl_cgat.metrics import metrics_for
 
 
+def write_predictions(path: str | Path, dataset, y_true, y_pred) -> None:
+    """``id,y_true,y_pred`` per structure, in dataset order (ids are positions when the dataset has none)."""
+    ids = list(getattr(dataset, "ids", None) or range(len(dataset)))
+    rows = "".join(f"{i},{a:.6g},{b:.6g}\n" for i, a, b in zip(ids, y_true, y_pred))
+    atomic_write_text(path, "id,y_true,y_pred\n" + rows)
+
+
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
              units: str = "", batch_size: int = 128) -> dict:
     """Metrics of ``model`` on a labelled dataset; with ``out``, also predictions CSV, metrics JSON, parity PNG."""
@@ -26,9 +33,7 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
     metrics = metrics_for(target, y, pred)
     if out is not None:
         out = Path(out)
-        ids = list(getattr(dataset, "ids", None) or range(len(dataset)))
-        atomic_write_text(out / "test_predictions.csv",
-               "id,y_true,y_pred\n" + "".join(f"{i},{a:.6g},{b:.6g}\n" for i, a, b in zip(ids, y, pred)))
+        write_predictions(out / "test_predictions.csv", dataset, y, pred)
         atomic_write_text(out / "test_metrics.json", json.dumps({"target": target, **metrics}, indent=2))
         from matgl_cgat.plots import plot_parity
 

@@ -27,6 +27,7 @@ import torch
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import nested_subsets
 from matgl_cgat.metrics import metrics_for
+from matgl_cgat.workflows import write_predictions
 
 from ._fit import PowerLawFit, fit_power_law
 
@@ -163,15 +164,14 @@ def run_learning_curve(train, val, test, *, target: str, sizes, out_dir: str | P
                **{f"test_{k}": v for k, v in metrics.items() if k != "n"},
                "best_val_mae": rec["best_val_mae"], "best_epoch": rec["best_epoch"], "epochs": epochs, "lr": lr,
                "seconds": round(time.time() - t0, 1)}
-        ids = list(getattr(test, "ids", None) or range(len(test)))
-        atomic_write_text(run_dir / "test_predictions.csv",
-                      "id,y_true,y_pred\n" + "".join(f"{i},{a:.6g},{b:.6g}\n" for i, a, b in zip(ids, y_test, pred)))
+        write_predictions(run_dir / "test_predictions.csv", test, y_test, pred)
         rows.append(row)
         atomic_write_text(results_path, json.dumps(rows, indent=2))
         atomic_write_text(out_dir / "results.csv", results_csv(rows))
         if bar is not None:
             bar.update(1)
-            bar.write(f"{strategy:>8s} n={size:<6d} seed={seed}: test MAE {row['test_mae']:.4f}  ({row['seconds']:.0f} s)")
+            bar.write(f"{strategy:>8s} n={size:<6d} seed={seed}: test MAE {row['test_mae']:.4f}  "
+                      f"({row['seconds']:.0f} s)")
     if bar is not None:
         bar.close()
     return rows
