@@ -97,8 +97,24 @@ def _train_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
                    "(default: %(default)s)")
     p.add_argument("--period", type=int, default=None, help="cycle length in epochs (default: --epochs, one cycle)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--loss", default="l1", choices=["l1", "huber", "mse"], help="training loss on normalised "
+                   "targets (default: %(default)s; huber when many labels sit at one value, e.g. hull distances)")
+    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in target std units")
+    p.add_argument("--output-min", default="auto", help="lower bound of the model's predictions, e.g. 0 for a "
+                   "non-negative property; 'none' for unbounded (default: auto, the source model's bound if the "
+                   "new labels respect it)")
     p.add_argument("--out", type=Path, required=True, help="run folder: model/, run/metrics.csv, test_metrics.json, "
                    "test_predictions.csv, training_curve.png, parity.png (an interrupted run resumes here)")
+
+
+def _loss_kwargs(args: argparse.Namespace) -> dict:
+    bound = args.output_min.strip().lower()
+    if bound not in ("auto", "none"):
+        try:
+            bound = float(bound)
+        except ValueError:
+            raise ValueError(f"--output-min must be a number, 'none' or 'auto', got {args.output_min!r}") from None
+    return {"loss": args.loss, "huber_delta": args.huber_delta, "output_min": None if bound == "none" else bound}
 
 
 def _report(metrics: dict, out: Path, units: str = "") -> None:
@@ -110,11 +126,12 @@ def _train(args: argparse.Namespace) -> int:
     from matgl_cgat import CGAT
     from matgl_cgat.workflows import train
 
+    fit_kw = _loss_kwargs(args)  # bad options fail before any data is read
     model = CGAT.from_preset(args.preset)
     parts = _parts(args, model)
     card = {"name": args.out.name, "preset": args.preset, "parent": None, "units": args.units}
     _, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, epochs=args.epochs,
-                       lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed, card=card)
+                       lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed, card=card, **fit_kw)
     _report(metrics, args.out)
     return 0
 
@@ -124,6 +141,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from matgl_cgat.workflows import train
 
+    fit_kw = _loss_kwargs(args)
     parent = matgl.load_model(args.model)
     parent_card = parent.metadata if isinstance(getattr(parent, "metadata", None), dict) else {}
     parts = _parts(args, parent)
@@ -131,7 +149,7 @@ def _finetune(args: argparse.Namespace) -> int:
             "units": args.units or parent_card.get("units", "")}
     _, metrics = train(parent, parts, args.target, args.out, policy=args.policy, renormalize=not args.keep_normalization,
                        epochs=args.epochs, lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed,
-                       card=card)
+                       card=card, **fit_kw)
     _report(metrics, args.out)
     return 0
 

@@ -43,6 +43,7 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
 
 def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "full", renormalize: bool = True,
           epochs: int = 20, lr: float = 1e-3, period: int | None = None, batch_size: int = 64, seed: int = 0,
+          loss: str = "l1", huber_delta: float = 1.0, output_min: float | None | str = "auto",
           card: dict | None = None, progress: bool = True):
     """Fine-tune ``model`` (or train a fresh one) on ``parts['train']``, test on ``parts['test']``, save all.
 
@@ -52,7 +53,7 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
     t0 = time.time()
     trained = model.finetune(parts["train"], parts.get("val"), policy=policy, renormalize=renormalize, epochs=epochs,
                              lr=lr, period=period or epochs, batch_size=batch_size, out_dir=out / "run", seed=seed,
-                             progress=progress)
+                             loss=loss, huber_delta=huber_delta, output_min=output_min, progress=progress)
     seconds = time.time() - t0
     units = (card or {}).get("units", "")
     metrics = evaluate(trained, parts["test"], target, out, units=units)
@@ -64,8 +65,10 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
         "split": parts.get("split"),
         "data": parts.get("source"),
         "policy": policy,
-        "training": {k: record[k] for k in ("epochs", "lr", "period", "best_epoch", "best_val_mae", "seed",
-                                            "renormalize", "trainable_parameters", "frozen_parameters")},
+        "output_min": record["output_min"],
+        "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch",
+                                            "best_val_mae", "seed", "renormalize", "trainable_parameters",
+                                            "frozen_parameters") if k in record},
         "n_train": len(parts["train"]),
         "test_mae": metrics["mae"],
         "test_metrics": metrics,

@@ -70,14 +70,20 @@ def test_train_uses_a_splits_file(tmp_path, data_file, capsys):
     splits = tmp_path / "my_splits.json"
     splits.write_text(json.dumps({"y": {"train": ids[:20], "val": ids[20:25], "test": ids[25:]}}))
     assert main(["train", "--data", str(data_file), "--target", "y", "--splits", str(splits), "--epochs", "1",
-                 "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
+                 "--cache", str(tmp_path / "c"), "--loss", "huber", "--output-min", "0", "--out", str(tmp_path / "o")]) == 0
     assert "my_splits.json['y']: train 20, val 5, test 15" in capsys.readouterr().out
     assert json.loads((tmp_path / "o" / "test_metrics.json").read_text())["n"] == 15
+    card = json.loads((tmp_path / "o" / "model" / "model.json").read_text())
+    assert card["metadata"]["training"]["loss"] == "huber" and card["metadata"]["training"]["huber_delta"] == 1.0
+    assert card["metadata"]["output_min"] == 0.0 and card["kwargs"]["output_min"] == 0.0
 
 
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.jsonl"), "--target", "y", "--out", str(tmp_path / "o")]) == 2
     assert "nope.jsonl: no such file" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nope.jsonl"), "--target", "y", "--output-min", "zero",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--output-min must be a number, 'none' or 'auto', got 'zero'" in capsys.readouterr().err
     assert main(["plan", "--n-train", "100", "--cost-ratio", "5"]) == 2
     assert "--train-results" in capsys.readouterr().err
     assert main(["scaling", "fit", str(tmp_path / "missing")]) == 2

@@ -168,3 +168,25 @@ def test_inference_mode_with_grad_enabled(recompute, generic):
     with torch.inference_mode(), torch.enable_grad():
         out = tiny_model(g)
     torch.testing.assert_close(out, expected)
+
+
+def test_output_min_bounds_predictions_and_is_saved(tmp_path):
+    model = make_model()
+    g = dgl.batch([CGATGraphConverter().get_graph(random_structure(i))[0] for i in range(4)])
+    with torch.no_grad():
+        raw = model.forward_normalized(g)[:, 0]
+        model.set_normalization(-float(raw.mean()), 1.0)  # about half the predictions now negative
+        free = model(g)
+        model.set_output_min(0.0)
+        bounded = model(g)
+        assert (free < 0).any() and (free > 0).any()
+        torch.testing.assert_close(bounded, free.clamp(min=0.0))
+        assert torch.equal(model.forward_normalized(g)[:, 0], raw)  # training output is unbounded
+    model.save(tmp_path / "m")
+    loaded = CGAT.load(tmp_path / "m")
+    assert loaded.output_min == 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(g), bounded)
+    model.set_output_min(None)
+    with torch.no_grad():
+        torch.testing.assert_close(model(g), free)

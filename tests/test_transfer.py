@@ -177,3 +177,43 @@ def test_finetune_changes_only_what_the_policy_trains(policy):
         assert torch.equal(p, src[name]), f"{policy}: frozen parameter {name} changed"
     changed = [n for n, p in tuned.named_parameters() if not torch.equal(p, src[n])]
     assert changed and all(n.startswith(expected) for n in changed)
+
+
+def test_losses_are_what_their_names_say():
+    from matgl_cgat.transfer._finetune import _point_loss
+
+    pred, target = torch.tensor([0.0, 0.5, 3.0]), torch.tensor([0.0, 0.0, 0.0])
+    assert float(_point_loss("l1", 1.0)(pred, target)) == pytest.approx((0.5 + 3.0) / 3)
+    assert float(_point_loss("mse", 1.0)(pred, target)) == pytest.approx((0.25 + 9.0) / 3)
+    # Huber: quadratic inside delta, linear outside
+    assert float(_point_loss("huber", 1.0)(pred, target)) == pytest.approx((0.125 + 2.5) / 3)
+    with pytest.raises(ValueError, match="unknown loss 'l2'"):
+        make_model().finetune(_data(4, 0), loss="l2", epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+def test_finetune_with_other_losses_records_them_and_learns(loss, tmp_path):
+    """A pile of zeros plus a signal: the non-L1 losses still fit it, and the card says which loss ran."""
+    source = make_model()
+    train = _data(24, 6)
+    tuned = source.finetune(train, train, loss=loss, epochs=4, lr=3e-3, period=4, batch_size=8,
+                            out_dir=tmp_path / "run", progress=False)
+    record = tuned.metadata["finetune"]
+    assert record["loss"] == loss and (record.get("huber_delta") == 1.0) == (loss == "huber")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    maes = [float(r["val_mae"]) for r in rows]
+    assert min(maes[1:]) < maes[0]
+
+
+def test_output_bound_is_kept_only_where_the_new_labels_respect_it():
+    source = make_model()
+    source.set_output_min(0.0)
+    kw = {"epochs": 1, "batch_size": 8, "progress": False, "policy": "head"}
+    positive = _data(8, 7)  # labels 1..4
+    assert source.finetune(positive, **kw).output_min == 0.0
+    negative = _data(8, 7, scale=-1.0)
+    with pytest.warns(UserWarning, match="below the source model's output bound 0.0"):
+        tuned = source.finetune(negative, **kw)
+    assert tuned.output_min is None and tuned.metadata["finetune"]["output_min"] is None
+    assert source.output_min == 0.0  # the source is untouched
+    assert source.finetune(negative, output_min=-10.0, **kw).output_min == -10.0

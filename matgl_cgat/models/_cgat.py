@@ -93,6 +93,7 @@ class CGAT(MatGLModel):
         predict_log_sigma: bool = False,
         data_mean: float | list[float] = 0.0,
         data_std: float | list[float] = 1.0,
+        output_min: float | None = None,
         slope: float = 0.01,
         recompute_attention: bool = False,
         **kwargs,
@@ -117,6 +118,10 @@ class CGAT(MatGLModel):
             ntargets: number of targets predicted together.
             predict_log_sigma: also predict log(sigma) per target (aleatoric uncertainty, robust L1 loss).
             data_mean, data_std: target normalisation (training-set mean and std).
+            output_min: lower bound of ``forward``'s predictions in target units (0 for hull distances
+                and band gaps, which cannot be negative; None: unbounded). Training losses and the
+                logged training/validation MAE see the unbounded output, so the bound can be set after
+                training without changing what was trained.
             slope: leaky-ReLU slope.
             recompute_attention: recompute the per-edge attention tensors in the backward pass instead
                 of storing them (activation checkpointing): same results, much less training memory,
@@ -130,6 +135,7 @@ class CGAT(MatGLModel):
         self.tolerance = tolerance
         self.ntargets = ntargets
         self.predict_log_sigma = predict_log_sigma
+        self.output_min = None if output_min is None else float(output_min)
 
         self.embedding = ElementEmbedding(dim)
         self.edge_embedding = nn.Embedding(num_neighbors, edge_dim)  # row r - 1 = shell rank r
@@ -177,6 +183,11 @@ class CGAT(MatGLModel):
         self._init_args["data_mean"] = mean_t.tolist()
         self._init_args["data_std"] = std_t.tolist()
 
+    def set_output_min(self, value: float | None) -> None:
+        """Bound predictions from below (e.g. 0 for a non-negative property); saved with the model."""
+        self.output_min = None if value is None else float(value)
+        self._init_args["output_min"] = self.output_min
+
     def forward_normalized(self, g: dgl.DGLGraph) -> torch.Tensor:
         """Raw network output for a (batched) graph: (B, ntargets) normalised means, then log sigmas."""
         node_type = g.ndata["node_type"].long()
@@ -218,6 +229,8 @@ class CGAT(MatGLModel):
         """
         out = self.forward_normalized(g)
         pred = out[:, : self.ntargets] * self.data_std + self.data_mean
+        if self.output_min is not None:
+            pred = pred.clamp(min=self.output_min)
         if return_log_sigma:
             if not self.predict_log_sigma:
                 raise ValueError("this model was built without predict_log_sigma=True")

@@ -1,7 +1,8 @@
 """Fine-tuning (and training) CGAT with Lightning: the transfer-learning recipe of Hoffmann et al.
 
 Defaults follow the reference's transfer runs: AdamW (lr 1.25e-4, weight decay 1e-6), L1 loss on
-normalised targets, batch 64, triangular cyclical learning rate stepped per epoch with a period of
+normalised targets (``loss="huber"`` or ``"mse"`` for targets piled up at one value, such as hull
+distances, where L1 stalls at the median), batch 64, triangular cyclical learning rate stepped per epoch with a period of
 70 epochs (multiplier 0.1 -> 1 -> 0.1), best weights by validation MAE. Runs are resumable: an
 interrupted run continues from ``out_dir/checkpoints/last.ckpt``.
 """
@@ -13,6 +14,7 @@ import csv
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +36,34 @@ DEFAULTS = {
     "epochs": 140,  # two cycles
     "period": 70,  # epochs per triangular cycle (paper: 70 for transfer, 130 from scratch)
     "low": 0.1,  # multiplier at the start and end of a cycle
+    "loss": "l1",  # on normalised targets; "huber" (delta in std units) or "mse" are the alternatives
+    "huber_delta": 1.0,
 }
+
+LOSSES = ("l1", "huber", "mse")
+
+
+def _point_loss(name: str, delta: float):
+    """The training loss by name. L1 is the reference's; Huber/MSE keep a gradient that scales with the
+    error, which matters when half the targets sit at one value (L1's sign gradient then settles on it)."""
+    if name == "l1":
+        return F.l1_loss
+    if name == "mse":
+        return F.mse_loss
+    if name == "huber":
+        return lambda pred, target: F.huber_loss(pred, target, delta=delta)
+    raise ValueError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
 
 
 class CGATLightning(pl.LightningModule):
-    """Lightning wrapper: L1 (or robust L1) on normalised targets, MAE in the target's units."""
+    """Lightning wrapper: L1 (or Huber, MSE, robust L1) on normalised targets, MAE in the target's units."""
 
     def __init__(self, model, lr: float, weight_decay: float, period: int, low: float = 0.1,
-                 layerwise_lr_decay: float | None = None, gradual_unfreeze_every: int | None = None):
+                 layerwise_lr_decay: float | None = None, gradual_unfreeze_every: int | None = None,
+                 loss: str = "l1", huber_delta: float = 1.0):
         super().__init__()
         self.model = model
+        self.point_loss = _point_loss(loss, huber_delta)
         self.lr, self.weight_decay, self.period, self.low = lr, weight_decay, period, low
         self.layerwise_lr_decay = layerwise_lr_decay
         self.gradual_unfreeze_every = gradual_unfreeze_every
@@ -64,7 +84,7 @@ class CGATLightning(pl.LightningModule):
             log_sigma = out[:, self.model.ntargets]
             loss = (np.sqrt(2.0) * (pred - target).abs() * torch.exp(-log_sigma) + log_sigma).mean()
         else:
-            loss = F.l1_loss(pred, target)
+            loss = self.point_loss(pred, target)
         mae = ((pred * std + mean) - y).abs().mean()
         return loss, mae, len(y)
 
@@ -198,6 +218,9 @@ def finetune(
     weight_decay: float = DEFAULTS["weight_decay"],
     batch_size: int = DEFAULTS["batch_size"],
     period: int = DEFAULTS["period"],
+    loss: str = DEFAULTS["loss"],
+    huber_delta: float = DEFAULTS["huber_delta"],
+    output_min: float | None | str = "auto",
     layerwise_lr_decay: float | None = None,
     gradual_unfreeze_every: int | None = None,
     out_dir: str | Path | None = None,
@@ -219,6 +242,12 @@ def finetune(
             property's scale differs, e.g. PBE -> HSE gaps) or keep the source model's (False, what the
             reference did silently).
         epochs, lr, weight_decay, batch_size, period: see :data:`DEFAULTS`.
+        loss: ``"l1"`` (default, the reference's), ``"huber"`` (``huber_delta`` in units of the target
+            std) or ``"mse"``, all on normalised targets. With ``predict_log_sigma`` models the robust
+            L1 is always used. Validation MAE picks the best epoch whatever the loss.
+        output_min: lower bound of the returned model's predictions (see ``CGAT(output_min=...)``);
+            ``"auto"`` keeps the source model's bound only if every training label respects it (a
+            hull-distance model fine-tuned on formation energies loses its bound at 0, with a warning).
         layerwise_lr_decay: if set (e.g. 0.5), block ``d`` levels below the head trains at
             ``lr * decay**d``.
         gradual_unfreeze_every: if set, unfreeze the next frozen block (from the top) every this many
@@ -234,12 +263,26 @@ def finetune(
     from dgl.dataloading import GraphDataLoader
     from matgl.graph.data import collate_fn_graph
 
+    _point_loss(loss, huber_delta)  # an unknown name fails here, before any data is touched
     pl.seed_everything(seed, workers=True)
     tuned = copy.deepcopy(model)
     train_ds = _as_dataset(train, tuned, progress)
     val_ds = _as_dataset(val, tuned, progress)
+    y = None
+    if output_min == "auto":
+        bound = getattr(tuned, "output_min", None)
+        if bound is not None and np.nanmin(y := _train_labels(train_ds)) < bound:
+            warnings.warn(f"training labels go below the source model's output bound {bound} (min "
+                          f"{np.nanmin(y):.4g}): the fine-tuned model is unbounded", stacklevel=2)
+            bound = None
+    else:
+        bound = output_min
+    if hasattr(tuned, "set_output_min"):
+        tuned.set_output_min(bound)
+    elif bound is not None:
+        raise ValueError(f"{type(model).__name__} has no output bound; pass output_min=None")
     if renormalize:
-        y = _train_labels(train_ds)
+        y = _train_labels(train_ds) if y is None else y
         tuned.set_normalization(float(y.mean()), float(y.std()) or 1.0)
     tuned.train()  # Lightning keeps the mode it is given; the policy then puts frozen blocks in eval
     report = apply_policy(tuned, policy)
@@ -255,7 +298,8 @@ def finetune(
                                    generator=generator, num_workers=num_workers)
     val_loader = (GraphDataLoader(val_ds, batch_size=batch_size, shuffle=False, collate_fn=collate_fn_graph,
                                   num_workers=num_workers) if val_ds is not None else None)
-    module = CGATLightning(tuned, lr, weight_decay, period, DEFAULTS["low"], layerwise_lr_decay, gradual_unfreeze_every)
+    module = CGATLightning(tuned, lr, weight_decay, period, DEFAULTS["low"], layerwise_lr_decay,
+                           gradual_unfreeze_every, loss, huber_delta)
     best = _BestWeights(out_dir / "best_model.pt")
     last = pl.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
     trainer = pl.Trainer(
@@ -281,11 +325,14 @@ def finetune(
         "epochs": epochs,
         "lr": lr,
         "period": period,
+        "loss": loss if not tuned.predict_log_sigma else "robust_l1",
+        **({"huber_delta": huber_delta} if loss == "huber" else {}),
         "best_val_mae": best.best if best.best_epoch >= 0 else None,
         "best_epoch": best.best_epoch,
         "unfrozen": module.unfrozen,
         "resumed_from_epoch": module.start_epoch,
         "seed": seed,
+        "output_min": getattr(tuned, "output_min", None),
     }
     tuned.metadata = {**(getattr(model, "metadata", None) or {}), "finetune": record}
     tuned.finetune_report = report
