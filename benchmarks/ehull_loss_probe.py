@@ -2,10 +2,10 @@
 
 Half the hull distances in mp_gap are exactly 0, so the conditional median is 0 for most chemistries
 and an L1 fit's sign gradient settles there. A gradient-boosted model on composition (Magpie element
-statistics, atoms per cell, volume per atom) shows the effect in about four minutes on one core,
+statistics, atoms per cell, volume per atom) shows the effect in a couple of minutes on one core,
 without a network: fitted with an absolute loss it is no better than predicting the median; with a
-squared loss its test MAE is 23% lower (26% with predictions bounded at 0), see
-``ehull_loss_probe.json``. The CGAT hull model trained with L1 behaved the same way (0.0526 eV/atom
+squared loss its test MAE is 23% lower (26% with predictions bounded at 0, 33% with a
+validation-fitted shift as well), see ``ehull_loss_probe.json``. The CGAT hull model trained with L1 behaved the same way (0.0526 eV/atom
 after 5 epochs against 0.0566 for the median).
 
     python benchmarks/ehull_loss_probe.py [--data ../shared/data/mp_gap] [--out benchmarks/ehull_loss_probe.json]
@@ -40,6 +40,14 @@ def _features(records, ids, featurizer):
     return np.nan_to_num(np.array(rows, dtype=float))
 
 
+def _best_shift(pred, y) -> float:
+    """The same rule as ``matgl_cgat.transfer.calibrate_offset``: the residual quantile (or 0) with the
+    lowest MAE once predictions are bounded at 0."""
+    shifts = np.unique(np.append(np.quantile(pred - y, np.linspace(0.0, 1.0, 401)), 0.0))
+    maes = [np.abs(np.maximum(pred - s, 0.0) - y).mean() for s in shifts]
+    return float(shifts[int(np.argmin(maes))])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None)
@@ -55,8 +63,8 @@ def main() -> None:
         records = {r["mat_id"]: r for r in map(json.loads, f)}
     split = json.loads((Path(data) / "splits.json").read_text())["e_hull_pbe"]
     featurizer = ElementProperty.from_preset("magpie")
-    x_train, x_test = (_features(records, split[k], featurizer) for k in ("train", "test"))
-    y_train, y_test = (np.array([records[i]["e_hull_pbe"] for i in split[k]]) for k in ("train", "test"))
+    x_train, x_val, x_test = (_features(records, split[k], featurizer) for k in ("train", "val", "test"))
+    y_train, y_val, y_test = (np.array([records[i]["e_hull_pbe"] for i in split[k]]) for k in ("train", "val", "test"))
     result = {
         "n_train": len(y_train), "n_test": len(y_test),
         "fraction_zero_train": float((y_train == 0).mean()),
@@ -66,9 +74,12 @@ def main() -> None:
         t0 = time.time()
         model = HistGradientBoostingRegressor(loss=loss, max_iter=1000, learning_rate=0.05, early_stopping=False,
                                               random_state=0).fit(x_train, y_train)
-        pred = model.predict(x_test)
+        pred, pred_val = model.predict(x_test), model.predict(x_val)
+        shift = _best_shift(pred_val, y_val)
         result[loss] = {"test_mae": float(np.abs(pred - y_test).mean()),
                         "test_mae_bounded_at_0": float(np.abs(np.clip(pred, 0, None) - y_test).mean()),
+                        "validation_fitted_shift": shift,
+                        "test_mae_shifted_and_bounded": float(np.abs(np.clip(pred - shift, 0, None) - y_test).mean()),
                         "fit_seconds": round(time.time() - t0, 1)}
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

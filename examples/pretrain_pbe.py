@@ -5,7 +5,8 @@ made. It is resumable: run the same command again after an interruption and it c
 last finished epoch in ``--run``. Graphs are converted once into ``--graph-cache`` and reused.
 
     python examples/pretrain_pbe.py --target e_form_pbe --name CGAT-PBE-Eform --epochs 6
-    python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull --loss huber --epochs 11 --output-min 0
+    python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull --loss huber --epochs 11 \
+        --output-min 0 --calibrate-offset
 
 With ``--parent`` (a shipped model name or a saved model folder) the parent's weights are the start
 and ``--policy`` chooses what trains: inter-property transfer. Mind the shared splits: they are drawn
@@ -31,6 +32,7 @@ import torch
 
 from matgl_cgat import CGAT
 from matgl_cgat.data import default_data_dir, load_dataset, split_from_file
+from matgl_cgat.transfer import calibrate_offset
 
 UNITS = {"e_form_pbe": "eV/atom", "e_hull_pbe": "eV/atom", "gap_pbe": "eV", "vol_pbe": "A^3/atom"}
 
@@ -51,6 +53,9 @@ def main() -> None:
     parser.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in target std units")
     parser.add_argument("--output-min", type=float, default=None,
                         help="lower bound of the saved model's predictions (0 for hull distances and gaps)")
+    parser.add_argument("--calibrate-offset", action="store_true",
+                        help="after training, shift the output by the constant that minimises the validation MAE "
+                             "(with --output-min applied): for Huber/MSE-trained models of piled-up targets")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -83,6 +88,10 @@ def main() -> None:
                              out_dir=run, seed=args.seed)
     seconds = time.time() - t0
     trained.set_output_min(args.output_min)  # inference only: training is the same with or without it
+    calibration = calibrate_offset(trained, parts["val"]) if args.calibrate_offset else None
+    if calibration:
+        print(f"validation-fitted output shift {calibration['shift']:+.4g}: validation MAE "
+              f"{calibration['mae_before']:.4f} -> {calibration['mae_after']:.4f}")
     y_train, y_test = parts["train"].labels[args.target], parts["test"].labels[args.target]
     pred = trained.predict_dataset(parts["test"])
     test_mae = float(np.abs(pred - y_test).mean())
@@ -100,6 +109,7 @@ def main() -> None:
         "parent": args.parent,
         "policy": args.policy if args.parent else None,
         "output_min": args.output_min,
+        "offset_calibration": calibration and {**calibration, "on": "validation split"},
         "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch", "best_val_mae", "seed")
                      if k in record},
         "test_mae": test_mae,

@@ -217,3 +217,32 @@ def test_output_bound_is_kept_only_where_the_new_labels_respect_it():
     assert tuned.output_min is None and tuned.metadata["finetune"]["output_min"] is None
     assert source.output_min == 0.0  # the source is untouched
     assert source.finetune(negative, output_min=-10.0, **kw).output_min == -10.0
+
+
+def test_calibrate_offset_minimises_held_out_mae():
+    from matgl_cgat.transfer import calibrate_offset
+
+    data = _data(13, 8)  # odd: the median residual is unique
+    y = data.labels["y"]
+    model = make_model()
+    model.set_normalization(float(y.mean()) + 0.7, 1.0)  # predictions biased upwards
+    before = model.predict_dataset(data)
+    report = calibrate_offset(model, data)
+    after = model.predict_dataset(data)
+    # unbounded: the best constant shift is the median residual, and every prediction moves by it
+    assert report["shift"] == pytest.approx(float(np.median(before - y)), abs=1e-6)
+    np.testing.assert_allclose(after, before - report["shift"], atol=1e-5)
+    assert report["mae_after"] == pytest.approx(np.abs(after - y).mean(), rel=1e-5)
+    assert report["mae_after"] < report["mae_before"] == pytest.approx(np.abs(before - y).mean(), rel=1e-5)
+
+    bounded = make_model()
+    bounded.set_normalization(float(y.mean()), 1.0)
+    raw = bounded.predict_dataset(data)
+    bounded.set_output_min(2.0)  # the bound is applied when the shift is chosen, and kept
+    rep = calibrate_offset(bounded, data)
+    assert bounded.output_min == 2.0
+    got = bounded.predict_dataset(data)
+    np.testing.assert_allclose(got, np.maximum(raw - rep["shift"], 2.0), atol=1e-5)
+    assert rep["mae_after"] <= rep["mae_before"] + 1e-12
+    with pytest.raises(ValueError, match="single-target"):
+        calibrate_offset(make_model(ntargets=2), data)

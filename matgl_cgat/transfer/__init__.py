@@ -1,7 +1,9 @@
-"""Transfer learning: freeze policies (CGAT, M3GNet, MEGNet), cyclic learning rate, ``finetune``."""
+"""Transfer learning: freeze policies (CGAT, M3GNet, MEGNet), cyclic learning rate, ``finetune``,
+and a validation-fitted output offset (``calibrate_offset``)."""
 
 from __future__ import annotations
 
+from ._calibrate import calibrate_offset
 from ._finetune import DEFAULTS, CGATLightning, finetune
 from ._policies import (
     POLICIES,
@@ -21,6 +23,7 @@ __all__ = [
     "CGATLightning",
     "PolicyReport",
     "apply_policy",
+    "calibrate_offset",
     "finetune",
     "keep_frozen_in_eval",
     "layerwise_param_groups",
