@@ -153,6 +153,12 @@ def test_finetune_resumes_after_interruption(tmp_path):
     assert rows[:2] == early
     assert sorted({int(r["epoch"]) for r in rows if r.get("val_mae")}) == [0, 1, 2, 3]
     assert tuned.metadata["finetune"]["best_epoch"] in range(4)
+    again = source.finetune(train, val, epochs=4, **kw)  # finished run: nothing to train, same best weights
+    assert again.metadata["finetune"]["resumed_from_epoch"] == 4
+    assert again.metadata["finetune"]["best_val_mae"] == tuned.metadata["finetune"]["best_val_mae"]
+    for k, v in tuned.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    assert list(csv.DictReader(open(tmp_path / "run" / "metrics.csv"))) == rows
 
 
 def test_finetune_accepts_structures_and_labels_and_gradual_unfreezing(tmp_path):

@@ -68,7 +68,7 @@ class CGATLightning(pl.LightningModule):
         self.layerwise_lr_decay = layerwise_lr_decay
         self.gradual_unfreeze_every = gradual_unfreeze_every
         self.unfrozen: list[tuple[int, str]] = []
-        self.start_epoch = 0
+        self.start_epoch: int | None = None  # None until training starts (a finished run never starts)
 
     def on_train_start(self):
         self.start_epoch = self.current_epoch  # > 0 when resumed from a checkpoint
@@ -330,7 +330,8 @@ def finetune(
         "best_val_mae": best.best if best.best_epoch >= 0 else None,
         "best_epoch": best.best_epoch,
         "unfrozen": module.unfrozen,
-        "resumed_from_epoch": module.start_epoch,
+        # a run already finished in out_dir trains no epoch: it "resumes" at its end
+        "resumed_from_epoch": module.start_epoch if module.start_epoch is not None else trainer.current_epoch,
         "seed": seed,
         "output_min": getattr(tuned, "output_min", None),
     }
