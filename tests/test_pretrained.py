@@ -46,6 +46,9 @@ def test_shipped_model_loads_offline_with_card(name, monkeypatch, nacl):
         assert salt < -1.0 and abs(metal) < 0.5, (salt, metal)
     elif card["property"] == "e_hull_pbe":  # both are ground states: on the hull
         assert abs(salt) < 0.1 and abs(metal) < 0.1, (salt, metal)
+    assert model.output_min == card.get("output_min")  # the card states the bound the weights carry
+    if model.output_min is not None:
+        assert min(salt, metal) >= model.output_min
 
 
 @pytest.fixture(scope="module")
