@@ -88,6 +88,16 @@ def test_train_uses_a_splits_file(tmp_path, data_file, capsys):
     assert np.abs(model.predict_dataset(val) - val.labels["y"]).mean() == pytest.approx(calibration["mae_after"], rel=1e-4)
 
 
+def test_data_folder_with_one_jsonl_file_and_its_splits(tmp_path, data_file, capsys):
+    """``--data mp_gap/`` style: the folder's one JSON-lines file and the splits.json beside it."""
+    ids = [f"toy-{i}" for i in range(40)]
+    (tmp_path / "splits.json").write_text(json.dumps({"y": {"train": ids[:30], "val": ids[30:34], "test": ids[34:]}}))
+    assert main(["train", "--data", str(tmp_path), "--target", "y", "--epochs", "1", "--cache", str(tmp_path / "c"),
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert f"{data_file}: y, splits.json['y']: train 30, val 4, test 6" in out
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.jsonl"), "--target", "y", "--out", str(tmp_path / "o")]) == 2
     assert "nope.jsonl: no such file" in capsys.readouterr().err

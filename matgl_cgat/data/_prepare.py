@@ -21,7 +21,8 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
     """Datasets ``train``, ``val``, ``test`` for ``target``, plus ``source`` and ``split`` descriptions.
 
     Args:
-        data: a data file or folder for :func:`load_dataset`; default: the shared ``mp_gap.jsonl.gz``.
+        data: a data file or folder for :func:`load_dataset`, or a folder holding one JSON-lines file
+            (such as ``mp_gap/``); default: the shared ``mp_gap.jsonl.gz``.
         splits: a ``splits.json``; default: ``splits.json`` beside ``data`` if present, else random.
         split_key: the entry of ``splits`` to use (default: ``target``).
         max_train: keep a seeded random subset of this many training structures.
@@ -33,6 +34,10 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
                                     "(or set MATGL_CGAT_DATA to the mp_gap folder)")
         data = folder / "mp_gap.jsonl.gz"
     data = Path(data)
+    if data.is_dir() and not (data / "id_prop.csv").is_file():
+        lines = sorted(p for p in data.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
+        if len(lines) == 1:  # a dataset folder like mp_gap/: its one JSON-lines file, splits.json beside it
+            data = lines[0]
     if splits is None and data.is_file() and (data.parent / "splits.json").is_file():
         splits = data.parent / "splits.json"
     ds = load_dataset(data, target, cache_dir=cache_dir, converter=converter, progress=progress)
