@@ -2,11 +2,11 @@
 
 Half the hull distances in mp_gap are exactly 0, so the conditional median is 0 for most chemistries
 and an L1 fit's sign gradient settles there. A gradient-boosted model on composition (Magpie element
-statistics, atoms per cell, volume per atom) shows the effect in a couple of minutes on one core,
-without a network: fitted with an absolute loss it is no better than predicting the median; with a
-squared loss its test MAE is 23% lower (26% with predictions bounded at 0, 33% with a
-validation-fitted shift as well), see ``ehull_loss_probe.json``. The CGAT hull model trained with L1 behaved the same way (0.0526 eV/atom
-after 5 epochs against 0.0566 for the median).
+statistics) plus atoms per cell and volume per atom shows the effect in a couple of minutes on one
+core, without a network: fitted with an absolute loss it is no better than predicting the median;
+with a squared loss its test MAE is 23% lower (26% with predictions bounded at 0, 33% with a
+validation-fitted shift as well), see ``ehull_loss_probe.json``. The CGAT hull model trained with
+L1 behaved the same way (0.0526 eV/atom after 5 epochs against 0.0566 for the median).
 
     python benchmarks/ehull_loss_probe.py [--data ../shared/data/mp_gap] [--out benchmarks/ehull_loss_probe.json]
 """

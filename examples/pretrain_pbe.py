@@ -110,7 +110,8 @@ def main() -> None:
         "policy": args.policy if args.parent else None,
         "output_min": args.output_min,
         "offset_calibration": calibration and {**calibration, "on": "validation split"},
-        "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch", "best_val_mae", "seed")
+        "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch",
+                                            "best_val_mae", "seed")
                      if k in record},
         "test_mae": test_mae,
         "test_mae_predicting_train_median": baseline,

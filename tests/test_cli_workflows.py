@@ -85,7 +85,8 @@ def test_train_uses_a_splits_file(tmp_path, data_file, capsys):
 
     model = CGAT.load(tmp_path / "o" / "model")
     val = split_from_file(load_dataset(data_file, "y", cache_dir=tmp_path / "c", progress=False), splits, "y")["val"]
-    assert np.abs(model.predict_dataset(val) - val.labels["y"]).mean() == pytest.approx(calibration["mae_after"], rel=1e-4)
+    mae = np.abs(model.predict_dataset(val) - val.labels["y"]).mean()
+    assert mae == pytest.approx(calibration["mae_after"], rel=1e-4)
 
 
 def test_data_folder_with_one_jsonl_file_and_its_splits(tmp_path, data_file, capsys):

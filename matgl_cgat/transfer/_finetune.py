@@ -2,8 +2,8 @@
 
 Defaults follow the reference's transfer runs: AdamW (lr 1.25e-4, weight decay 1e-6), L1 loss on
 normalised targets (``loss="huber"`` or ``"mse"`` for targets piled up at one value, such as hull
-distances, where L1 stalls at the median), batch 64, triangular cyclical learning rate stepped per epoch with a period of
-70 epochs (multiplier 0.1 -> 1 -> 0.1), best weights by validation MAE. Runs are resumable: an
+distances, where L1 stalls at the median), batch 64, triangular cyclical learning rate stepped per
+epoch with a period of 70 epochs (multiplier 0.1 -> 1 -> 0.1), best weights by validation MAE. Runs are resumable: an
 interrupted run continues from ``out_dir/checkpoints/last.ckpt``.
 """
 
