@@ -24,6 +24,7 @@ import numpy as np
 
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import default_data_dir
+from matgl_cgat.transfer import best_output_shift
 
 
 def _features(records, ids, featurizer):
@@ -38,14 +39,6 @@ def _features(records, ids, featurizer):
                 counts[species["element"]] += species["occu"]
         rows.append([*featurizer.featurize(Composition(counts)), sum(counts.values()), rec["vol_pbe"], len(counts)])
     return np.nan_to_num(np.array(rows, dtype=float))
-
-
-def _best_shift(pred, y) -> float:
-    """The same rule as ``matgl_cgat.transfer.calibrate_offset``: the residual quantile (or 0) with the
-    lowest MAE once predictions are bounded at 0."""
-    shifts = np.unique(np.append(np.quantile(pred - y, np.linspace(0.0, 1.0, 401)), 0.0))
-    maes = [np.abs(np.maximum(pred - s, 0.0) - y).mean() for s in shifts]
-    return float(shifts[int(np.argmin(maes))])
 
 
 def main() -> None:
@@ -75,7 +68,7 @@ def main() -> None:
         model = HistGradientBoostingRegressor(loss=loss, max_iter=1000, learning_rate=0.05, early_stopping=False,
                                               random_state=0).fit(x_train, y_train)
         pred, pred_val = model.predict(x_test), model.predict(x_val)
-        shift = _best_shift(pred_val, y_val)
+        shift = best_output_shift(pred_val, y_val, floor=0.0)[0]  # the rule of calibrate_offset
         result[loss] = {"test_mae": float(np.abs(pred - y_test).mean()),
                         "test_mae_bounded_at_0": float(np.abs(np.clip(pred, 0, None) - y_test).mean()),
                         "validation_fitted_shift": shift,

@@ -3,7 +3,7 @@ and a validation-fitted output offset (``calibrate_offset``)."""
 
 from __future__ import annotations
 
-from ._calibrate import calibrate_offset
+from ._calibrate import best_output_shift, calibrate_offset
 from ._finetune import DEFAULTS, CGATLightning, finetune
 from ._policies import (
     POLICIES,
@@ -23,6 +23,7 @@ __all__ = [
     "CGATLightning",
     "PolicyReport",
     "apply_policy",
+    "best_output_shift",
     "calibrate_offset",
     "finetune",
     "keep_frozen_in_eval",

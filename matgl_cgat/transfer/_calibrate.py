@@ -12,6 +12,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def best_output_shift(pred, y, floor: float | None = None, grid: int = 401) -> tuple[float, float, float]:
+    """The constant ``s`` (a residual quantile, or 0) minimising ``MAE(max(pred - s, floor), y)``.
+
+    Returns ``(s, MAE at s, MAE at 0)``; the MAE at ``s`` is never above the MAE at 0.
+    """
+    pred, y = np.asarray(pred, dtype=float), np.asarray(y, dtype=float)
+    lo = -np.inf if floor is None else floor
+    shifts = np.unique(np.append(np.quantile(pred - y, np.linspace(0.0, 1.0, grid)), 0.0))
+    maes = np.array([np.abs(np.maximum(pred - s, lo) - y).mean() for s in shifts])
+    best = int(np.argmin(maes))
+    return float(shifts[best]), float(maes[best]), float(maes[shifts == 0.0][0])
+
+
 def calibrate_offset(model, data, *, grid: int = 401) -> dict:
     """Shift ``model``'s output (in place) by the constant that minimises its MAE on ``data``.
 
@@ -36,10 +49,6 @@ def calibrate_offset(model, data, *, grid: int = 401) -> dict:
         pred = np.asarray(model.predict_dataset(data), dtype=float)
     finally:
         model.set_output_min(bound)
-    floor = -np.inf if bound is None else bound
-    shifts = np.unique(np.append(np.quantile(pred - y, np.linspace(0.0, 1.0, grid)), 0.0))
-    maes = np.array([np.abs(np.maximum(pred - s, floor) - y).mean() for s in shifts])
-    best = int(np.argmin(maes))
-    shift = float(shifts[best])
+    shift, mae_after, mae_before = best_output_shift(pred, y, bound, grid)
     model.set_normalization(model.data_mean - shift, model.data_std)
-    return {"shift": shift, "n": len(y), "mae_before": float(maes[shifts == 0.0][0]), "mae_after": float(maes[best])}
+    return {"shift": shift, "n": len(y), "mae_before": mae_before, "mae_after": mae_after}
