@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in target std units")
     parser.add_argument("--output-min", type=float, default=None,
                         help="lower bound of the saved model's predictions (0 for hull distances and gaps)")
+    parser.add_argument("--average-last", type=int, default=None, metavar="N",
+                        help="save the mean of the last N epochs' weights instead of the best epoch's")
     parser.add_argument("--calibrate-offset", action="store_true",
                         help="after training, shift the output by the constant that minimises the validation MAE "
                              "(with --output-min applied): for Huber/MSE-trained models of piled-up targets")
@@ -84,7 +86,7 @@ def main() -> None:
     t0 = time.time()
     trained = model.finetune(parts["train"], parts["val"], policy=args.policy if args.parent else "full", renormalize=True, epochs=args.epochs,
                              lr=args.lr, period=args.period or args.epochs, batch_size=args.batch_size,
-                             loss=args.loss, huber_delta=args.huber_delta,
+                             loss=args.loss, huber_delta=args.huber_delta, average_last=args.average_last,
                              out_dir=run, seed=args.seed)
     seconds = time.time() - t0
     trained.set_output_min(args.output_min)  # inference only: training is the same with or without it
@@ -111,7 +113,7 @@ def main() -> None:
         "output_min": args.output_min,
         "offset_calibration": calibration and {**calibration, "on": "validation split"},
         "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch",
-                                            "best_val_mae", "seed")
+                                            "best_val_mae", "weight_average", "seed")
                      if k in record},
         "test_mae": test_mae,
         "test_mae_predicting_train_median": baseline,

@@ -103,6 +103,8 @@ def _train_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
     p.add_argument("--output-min", default="auto", help="lower bound of the model's predictions, e.g. 0 for a "
                    "non-negative property; 'none' for unbounded (default: auto, the source model's bound if the "
                    "new labels respect it)")
+    p.add_argument("--average-last", type=int, default=None, metavar="N", help="return the mean of the weights "
+                   "of the last N epochs instead of the best epoch's (weight averaging)")
     p.add_argument("--calibrate-offset", action="store_true", help="after training, shift the output by the "
                    "constant that minimises the validation MAE (for huber/mse fits of targets piled up at a bound)")
     p.add_argument("--out", type=Path, required=True, help="run folder: model/, run/metrics.csv, test_metrics.json, "
@@ -117,7 +119,7 @@ def _loss_kwargs(args: argparse.Namespace) -> dict:
         except ValueError:
             raise ValueError(f"--output-min must be a number, 'none' or 'auto', got {args.output_min!r}") from None
     return {"loss": args.loss, "huber_delta": args.huber_delta, "output_min": None if bound == "none" else bound,
-            "calibrate": args.calibrate_offset}
+            "calibrate": args.calibrate_offset, "average_last": args.average_last}
 
 
 def _report(metrics: dict, out: Path, units: str = "") -> None:

@@ -44,12 +44,14 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
 def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "full", renormalize: bool = True,
           epochs: int = 20, lr: float = 1e-3, period: int | None = None, batch_size: int = 64, seed: int = 0,
           loss: str = "l1", huber_delta: float = 1.0, output_min: float | None | str = "auto",
-          calibrate: bool = False, card: dict | None = None, progress: bool = True):
+          calibrate: bool = False, average_last: int | None = None, card: dict | None = None,
+          progress: bool = True):
     """Fine-tune ``model`` (or train a fresh one) on ``parts['train']``, test on ``parts['test']``, save all.
 
     Returns the trained model and its test metrics. Resumes an interrupted run in the same ``out``.
     With ``calibrate`` the output is shifted by the constant that minimises the validation MAE
-    (:func:`matgl_cgat.transfer.calibrate_offset`) before testing.
+    (:func:`matgl_cgat.transfer.calibrate_offset`) before testing; ``average_last`` is passed to
+    :func:`matgl_cgat.transfer.finetune` (weight averaging of the last epochs).
     """
     out = Path(out)
     if calibrate and parts.get("val") is None:
@@ -57,7 +59,8 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
     t0 = time.time()
     trained = model.finetune(parts["train"], parts.get("val"), policy=policy, renormalize=renormalize, epochs=epochs,
                              lr=lr, period=period or epochs, batch_size=batch_size, out_dir=out / "run", seed=seed,
-                             loss=loss, huber_delta=huber_delta, output_min=output_min, progress=progress)
+                             loss=loss, huber_delta=huber_delta, output_min=output_min, average_last=average_last,
+                             progress=progress)
     seconds = time.time() - t0
     calibration = None
     if calibrate:
@@ -77,7 +80,7 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
         "output_min": record["output_min"],
         "offset_calibration": calibration,
         "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch",
-                                            "best_val_mae", "seed", "renormalize", "trainable_parameters",
+                                            "best_val_mae", "weight_average", "seed", "renormalize", "trainable_parameters",
                                             "frozen_parameters") if k in record},
         "n_train": len(parts["train"]),
         "test_mae": metrics["mae"],

@@ -71,12 +71,13 @@ def test_train_uses_a_splits_file(tmp_path, data_file, capsys):
     splits.write_text(json.dumps({"y": {"train": ids[:20], "val": ids[20:25], "test": ids[25:]}}))
     assert main(["train", "--data", str(data_file), "--target", "y", "--splits", str(splits), "--epochs", "1",
                  "--cache", str(tmp_path / "c"), "--loss", "huber", "--output-min", "0", "--calibrate-offset",
-                 "--out", str(tmp_path / "o")]) == 0
+                 "--average-last", "1", "--out", str(tmp_path / "o")]) == 0
     assert "my_splits.json['y']: train 20, val 5, test 15" in capsys.readouterr().out
     assert json.loads((tmp_path / "o" / "test_metrics.json").read_text())["n"] == 15
     card = json.loads((tmp_path / "o" / "model" / "model.json").read_text())
     assert card["metadata"]["training"]["loss"] == "huber" and card["metadata"]["training"]["huber_delta"] == 1.0
     assert card["metadata"]["output_min"] == 0.0 and card["kwargs"]["output_min"] == 0.0
+    assert card["metadata"]["training"]["weight_average"]["epochs"] == [0]
     calibration = card["metadata"]["offset_calibration"]
     assert calibration["n"] == 5 and calibration["mae_after"] <= calibration["mae_before"]
     # the shift is folded into the saved mean: the saved model reproduces the calibrated validation MAE

@@ -161,6 +161,48 @@ def test_finetune_resumes_after_interruption(tmp_path):
     assert list(csv.DictReader(open(tmp_path / "run" / "metrics.csv"))) == rows
 
 
+def test_weight_averaging_is_the_mean_of_the_last_epochs_and_survives_interruption(tmp_path, monkeypatch):
+    from matgl_cgat.transfer import _finetune
+
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    add = _finetune._WeightAverage._add
+    crash = {"at": 3}
+
+    def spy(self, trainer, module):
+        epoch = trainer.current_epoch
+        if epoch == crash["at"]:
+            raise RuntimeError("simulated interruption")
+        if epoch not in self.epochs:
+            seen[epoch] = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        add(self, trainer, module)
+
+    monkeypatch.setattr(_finetune._WeightAverage, "_add", spy)
+    source = make_model()
+    train, val = _data(16, 9), _data(6, 10)
+    kw = {"epochs": 4, "average_last": 2, "lr": 3e-3, "period": 4, "batch_size": 8,
+          "out_dir": tmp_path / "run", "progress": False}
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        source.finetune(train, val, **kw)  # dies at the end of epoch 3: last.ckpt is epoch 2's
+    assert sorted(seen) == [0, 1, 2]  # the spy sees every epoch; the average starts at epoch 2
+    crash["at"] = None
+    tuned = source.finetune(train, val, **kw)
+    assert tuned.metadata["finetune"]["resumed_from_epoch"] == 3
+    avg = tuned.metadata["finetune"]["weight_average"]
+    assert avg["epochs"] == [2, 3]
+    # the epoch-2 weights come back from the checkpoint: the result is the mean of epochs 2 and 3
+    for k, v in tuned.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (seen[2][k] + seen[3][k]) / 2, msg=k)
+    assert any(not torch.equal(seen[2][k], seen[3][k]) for k in seen[2])  # the two epochs did differ
+    val_pred = torch.stack([tuned(val[i][0]) for i in range(len(val))]).detach().numpy()
+    assert avg["val_mae"] == pytest.approx(np.abs(val_pred - val.labels["y"]).mean(), rel=1e-4)
+    again = source.finetune(train, val, **kw)  # finished run: the averaged weights come from last.ckpt
+    for k, v in tuned.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    with pytest.raises(ValueError, match="average_last=5: must be between 1 and epochs"):
+        source.finetune(train, val, epochs=4, average_last=5, progress=False)
+
+
 def test_finetune_accepts_structures_and_labels_and_gradual_unfreezing(tmp_path):
     source = make_model()
     structures = [random_structure(i, n=4) for i in range(12)]

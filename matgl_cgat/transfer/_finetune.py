@@ -3,8 +3,9 @@
 Defaults follow the reference's transfer runs: AdamW (lr 1.25e-4, weight decay 1e-6), L1 loss on
 normalised targets (``loss="huber"`` or ``"mse"`` for targets piled up at one value, such as hull
 distances, where L1 stalls at the median), batch 64, triangular cyclical learning rate stepped per
-epoch with a period of 70 epochs (multiplier 0.1 -> 1 -> 0.1), best weights by validation MAE. Runs are resumable: an
-interrupted run continues from ``out_dir/checkpoints/last.ckpt``.
+epoch with a period of 70 epochs (multiplier 0.1 -> 1 -> 0.1), best weights by validation MAE (or, with
+``average_last``, the mean of the last epochs' weights). Runs are resumable: an interrupted run continues
+from ``out_dir/checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -151,6 +152,67 @@ class _BestWeights(pl.Callback):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 
 
+class _WeightAverage(pl.Callback):
+    """Running mean of the weights at the end of each epoch from ``first_epoch`` on (weight averaging).
+
+    Averaging the end-of-epoch weights of a run's last epochs smooths the noise of single-epoch weights
+    that a small batch and a few epochs leave (Izmailov et al. 2018, stochastic weight averaging; CGAT
+    has no batch-norm statistics to re-estimate). The running mean is part of the callback's state, so
+    it is saved in ``last.ckpt`` and an interrupted run resumes with exactly the epochs it had.
+    """
+
+    def __init__(self, first_epoch: int):
+        self.first_epoch = first_epoch
+        self.mean: dict[str, torch.Tensor] | None = None
+        self.epochs: list[int] = []
+
+    # With validation, ModelCheckpoint saves last.ckpt in on_validation_end, before on_train_epoch_end:
+    # adding the epoch there too (once) keeps the checkpoint's mean up to date with its epoch.
+    def on_validation_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self._add(trainer, module)
+
+    def on_train_epoch_end(self, trainer, module):
+        self._add(trainer, module)
+
+    def _add(self, trainer, module):
+        epoch = trainer.current_epoch
+        if epoch < self.first_epoch or epoch in self.epochs:
+            return
+        weights = {k: v.detach().clone().float() for k, v in module.model.state_dict().items()
+                   if v.is_floating_point()}
+        if self.mean is None:
+            self.mean = weights
+        else:
+            n = len(self.epochs)
+            for k, v in weights.items():
+                self.mean[k].mul_(n / (n + 1)).add_(v, alpha=1.0 / (n + 1))
+        self.epochs.append(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_epoch": self.first_epoch, "mean": self.mean, "epochs": list(self.epochs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["first_epoch"] != self.first_epoch:
+            raise ValueError(f"the checkpoint averages weights from epoch {state['first_epoch']}, this call from "
+                             f"epoch {self.first_epoch}: resume with the same epochs and average_last, or use a "
+                             "new out_dir")
+        self.mean, self.epochs = state["mean"], list(state["epochs"])
+
+
+@torch.no_grad()
+def _mean_abs_error(module: CGATLightning, loader) -> float:
+    """MAE of ``module.model`` over ``loader`` in the target's units (the validation metric, outside Lightning)."""
+    mode = module.model.training
+    module.model.eval()
+    total, count = 0.0, 0
+    for batch in loader:
+        _loss, mae, n = module._step(batch)
+        total, count = total + float(mae) * n, count + n
+    module.model.train(mode)
+    return total / count
+
+
 def _as_dataset(data, model, progress: bool):
     """Datasets pass through; a ``(structures, labels)`` tuple is converted with the model's converter."""
     if not isinstance(data, tuple):
@@ -223,6 +285,7 @@ def finetune(
     output_min: float | None | str = "auto",
     layerwise_lr_decay: float | None = None,
     gradual_unfreeze_every: int | None = None,
+    average_last: int | None = None,
     out_dir: str | Path | None = None,
     resume: bool = True,
     seed: int = 0,
@@ -236,7 +299,7 @@ def finetune(
         train, val: datasets from :func:`matgl_cgat.data.load_dataset` (or any dataset of MatGL
             ``(graph, lattice, state, labels)`` items), or ``(structures, labels)`` tuples. With
             ``val`` the weights of the epoch with the lowest validation MAE are returned; without it,
-            those of the last epoch.
+            those of the last epoch (with ``average_last``, the averaged weights either way).
         policy: freeze policy (see :mod:`matgl_cgat.transfer`); ``"full"`` trains everything.
         renormalize: re-fit the target mean/std on ``train`` (True, default: right when the new
             property's scale differs, e.g. PBE -> HSE gaps) or keep the source model's (False, what the
@@ -252,6 +315,10 @@ def finetune(
             ``lr * decay**d``.
         gradual_unfreeze_every: if set, unfreeze the next frozen block (from the top) every this many
             epochs.
+        average_last: if set (N), return the mean of the weights at the end of the last N epochs
+            instead of the best epoch's (weight averaging; helps when single epochs are noisy, e.g.
+            a few epochs with a piled-up target). The record keeps the averaged weights' validation MAE
+            next to the best single epoch's.
         out_dir: run folder (checkpoints, ``metrics.csv``, ``best_model.pt``); default: a temporary one.
         resume: continue from ``out_dir/checkpoints/last.ckpt`` when it exists.
         seed: seeds Python, numpy and torch (and the data-loader shuffling).
@@ -264,6 +331,8 @@ def finetune(
     from matgl.graph.data import collate_fn_graph
 
     _point_loss(loss, huber_delta)  # an unknown name fails here, before any data is touched
+    if average_last is not None and not 1 <= average_last <= epochs:
+        raise ValueError(f"average_last={average_last}: must be between 1 and epochs ({epochs})")
     pl.seed_everything(seed, workers=True)
     tuned = copy.deepcopy(model)
     train_ds = _as_dataset(train, tuned, progress)
@@ -302,9 +371,11 @@ def finetune(
                            gradual_unfreeze_every, loss, huber_delta)
     best = _BestWeights(out_dir / "best_model.pt")
     last = pl.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
+    averager = _WeightAverage(epochs - average_last) if average_last else None
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-        callbacks=[best, last, _EpochLog(out_dir / "metrics.csv")],
+        # the averager's hooks run before the checkpoint's, so last.ckpt holds the mean including that epoch
+        callbacks=[best, *([averager] if averager else []), last, _EpochLog(out_dir / "metrics.csv")],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=1.0 if val_loader is not None else 0, deterministic=False,
     )
@@ -312,6 +383,13 @@ def finetune(
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
     if val_loader is not None and (out_dir / "best_model.pt").is_file():
         tuned.load_state_dict(torch.load(out_dir / "best_model.pt", map_location="cpu", weights_only=True))
+    averaged = None
+    if averager is not None:
+        if averager.mean is None:
+            raise RuntimeError(f"{out_dir}: no epoch was averaged (the checkpoint predates average_last?)")
+        tuned.load_state_dict({**tuned.state_dict(), **averager.mean})
+        averaged = {"epochs": list(averager.epochs),
+                    "val_mae": _mean_abs_error(module, val_loader) if val_loader is not None else None}
     for p in tuned.parameters():
         p.requires_grad_(True)
     tuned._frozen_modules = []
@@ -330,6 +408,7 @@ def finetune(
         "best_val_mae": best.best if best.best_epoch >= 0 else None,
         "best_epoch": best.best_epoch,
         "unfrozen": module.unfrozen,
+        **({"weight_average": averaged} if averaged else {}),
         # a run already finished in out_dir trains no epoch: it "resumes" at its end
         "resumed_from_epoch": module.start_epoch if module.start_epoch is not None else trainer.current_epoch,
         "seed": seed,
