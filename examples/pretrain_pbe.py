@@ -5,14 +5,16 @@ made. It is resumable: run the same command again after an interruption and it c
 last finished epoch in ``--run``. Graphs are converted once into ``--graph-cache`` and reused.
 
     python examples/pretrain_pbe.py --target e_form_pbe --name CGAT-PBE-Eform --epochs 6
-    python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull --loss huber --epochs 11 \
-        --output-min 0 --calibrate-offset
+    python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull-stage1 --loss huber --epochs 11 --lr 1e-3
+    python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull --parent runs/models/CGAT-PBE-Ehull-stage1 \
+        --policy full --loss huber --epochs 10 --lr 2.5e-4 --output-min 0 --calibrate-offset
 
 With ``--parent`` (a shipped model name or a saved model folder) the parent's weights are the start
 and ``--policy`` chooses what trains: inter-property transfer. Mind the shared splits: they are drawn
 per property, so a formation-energy parent has seen most of the hull-distance test structures (whose
 hull distances are computed from those very formation energies); the shipped hull model is therefore
-trained from scratch.
+trained from scratch, in two stages on its own split (the second a lower-learning-rate cycle from the
+first's weights).
 
 Writes the model folder to ``--save`` (default ``runs/models/<name>``) with ``metadata`` holding the
 model card: property, units, functional, data and split, preset, training settings, test MAE, the
