@@ -203,6 +203,16 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs_and_survives_interrupti
         source.finetune(train, val, epochs=4, average_last=5, progress=False)
 
 
+def test_weight_averaging_says_when_a_resumed_run_lacks_epochs(tmp_path):
+    source = make_model()
+    train, val = _data(16, 11), _data(6, 12)
+    kw = {"lr": 1e-3, "period": 4, "batch_size": 8, "out_dir": tmp_path / "run", "progress": False}
+    source.finetune(train, val, epochs=2, **kw)  # epochs 0-1 without averaging
+    with pytest.warns(UserWarning, match=r"averaged only epochs \[2, 3\], not the last 3"):
+        tuned = source.finetune(train, val, epochs=4, average_last=3, **kw)
+    assert tuned.metadata["finetune"]["weight_average"]["epochs"] == [2, 3]
+
+
 def test_finetune_accepts_structures_and_labels_and_gradual_unfreezing(tmp_path):
     source = make_model()
     structures = [random_structure(i, n=4) for i in range(12)]

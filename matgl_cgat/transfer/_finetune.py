@@ -387,6 +387,9 @@ def finetune(
     if averager is not None:
         if averager.mean is None:
             raise RuntimeError(f"{out_dir}: no epoch was averaged (the checkpoint predates average_last?)")
+        if len(averager.epochs) < average_last:
+            warnings.warn(f"{out_dir}: averaged only epochs {averager.epochs}, not the last {average_last}: the run "
+                          "resumed from a checkpoint written without average_last", stacklevel=2)
         tuned.load_state_dict({**tuned.state_dict(), **averager.mean})
         averaged = {"epochs": list(averager.epochs),
                     "val_mae": _mean_abs_error(module, val_loader) if val_loader is not None else None}
