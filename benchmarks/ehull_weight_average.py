@@ -15,6 +15,7 @@ Writes ``benchmarks/ehull_weight_average.json`` (validation MAE for every N, the
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -45,7 +46,7 @@ def epoch_weights(paths: list[Path]) -> dict[int, dict[str, torch.Tensor]]:
 
 
 def average(weights: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Mean of the floating-point tensors (the same arithmetic as ``finetune(average_last=...)``)."""
+    """Mean of the floating-point tensors (the mean ``finetune(average_last=...)`` keeps as it goes)."""
     return {k: torch.stack([w[k].float() for w in weights]).mean(0) for k in weights[0] if weights[0][k].is_floating_point()}
 
 
@@ -71,13 +72,20 @@ def main() -> None:
     epochs = list(by_epoch)
     if epochs != list(range(epochs[0], epochs[0] + len(epochs))):
         raise SystemExit(f"checkpoints are not consecutive epochs: {epochs}")
+
+    def averaged_model(n: int) -> CGAT:
+        """The base model with the mean of the last ``n`` epochs' weights, unbounded and without the offset
+        (the checkpoints carry the training mean/std)."""
+        model = copy.deepcopy(base)
+        model.load_state_dict({**model.state_dict(), **average([by_epoch[e] for e in epochs[-n:]])})
+        model.set_output_min(None)
+        return model
+
     candidates = {}
     for n in sorted(set(args.last)):
         if n > len(epochs):
             continue
-        model = CGAT.load(args.base)
-        model.load_state_dict({**model.state_dict(), **average([by_epoch[e] for e in epochs[-n:]])})
-        model.set_output_min(None)  # the checkpoints carry the training mean/std, before any offset
+        model = averaged_model(n)
         pred = model.predict_dataset(parts["val"])
         shift, calibrated, _ = best_output_shift(pred, y_val, floor=0.0)
         candidates[n] = {"epochs": epochs[-n:], "val_mae_raw": float(np.abs(pred - y_val).mean()),
@@ -85,8 +93,7 @@ def main() -> None:
         print(n, candidates[n])
     best_n = min(candidates, key=lambda n: candidates[n]["val_mae_calibrated"])
 
-    model = CGAT.load(args.base)
-    model.load_state_dict({**model.state_dict(), **average([by_epoch[e] for e in epochs[-best_n:]])})
+    model = averaged_model(best_n)
     model.set_output_min(0.0)
     calibration = calibrate_offset(model, parts["val"])
     pred = model.predict_dataset(parts["test"])
