@@ -27,8 +27,7 @@ import torch
 import matgl_cgat  # noqa: F401  (registers CGAT with matgl.load_model)
 from matgl_cgat.data import default_data_dir, load_dataset, split_from_file
 from matgl_cgat.models import CGAT
-from matgl_cgat.transfer import calibrate_offset
-from matgl_cgat.transfer._calibrate import best_output_shift
+from matgl_cgat.transfer import best_output_shift, calibrate_offset
 
 TARGET = "e_hull_pbe"
 

@@ -381,10 +381,11 @@ def finetune(
     )
     ckpt = out_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
-    if val_loader is not None and (out_dir / "best_model.pt").is_file():
-        tuned.load_state_dict(torch.load(out_dir / "best_model.pt", map_location="cpu", weights_only=True))
     averaged = None
-    if averager is not None:
+    if averager is None:
+        if val_loader is not None and (out_dir / "best_model.pt").is_file():
+            tuned.load_state_dict(torch.load(out_dir / "best_model.pt", map_location="cpu", weights_only=True))
+    else:  # the averaged weights replace the best epoch's, which need not be read
         if averager.mean is None:
             raise RuntimeError(f"{out_dir}: no epoch was averaged (the checkpoint predates average_last?)")
         if len(averager.epochs) < average_last:
