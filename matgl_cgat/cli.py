@@ -91,15 +91,19 @@ def _parts(args: argparse.Namespace, model=None) -> dict:
     return parts
 
 
-def _train_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
-    p.add_argument("--epochs", type=int, default=epochs, help="epochs (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate of the triangular cycle "
-                   "(default: %(default)s)")
+def _train_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
+    from matgl_cgat.training import RECIPES
+
+    p.add_argument("--recipe", default=default_recipe, choices=sorted(RECIPES),
+                   help="named training settings the options below override (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the triangular cycle "
+                   "(default: the recipe's)")
     p.add_argument("--period", type=int, default=None, help="cycle length in epochs (default: --epochs, one cycle)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--loss", default="l1", choices=["l1", "huber", "mse"], help="training loss on normalised "
-                   "targets (default: %(default)s; huber when many labels sit at one value, e.g. hull distances)")
-    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in target std units")
+    p.add_argument("--batch-size", type=int, default=None, help="structures per batch and process")
+    p.add_argument("--loss", default=None, choices=["l1", "huber", "mse"], help="training loss on normalised "
+                   "targets (default: l1; huber when many labels sit at one value, e.g. hull distances)")
+    p.add_argument("--huber-delta", type=float, default=None, help="Huber threshold in target std units")
     p.add_argument("--output-min", default="auto", help="lower bound of the model's predictions, e.g. 0 for a "
                    "non-negative property; 'none' for unbounded (default: auto, the source model's bound if the "
                    "new labels respect it)")
@@ -107,8 +111,31 @@ def _train_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
                    "of the last N epochs instead of the best epoch's (weight averaging)")
     p.add_argument("--calibrate-offset", action="store_true", help="after training, shift the output by the "
                    "constant that minimises the validation MAE (for huber/mse fits of targets piled up at a bound)")
+    p.add_argument("--accelerator", default=None, help="Lightning accelerator: auto (default), cpu, gpu, ...")
+    p.add_argument("--devices", default=None, help="devices (processes) per node: auto (default), 1, 2, ...")
+    p.add_argument("--num-nodes", type=int, default=None, help="machines (default 1)")
+    p.add_argument("--strategy", default=None, help="Lightning strategy: auto (default), ddp, ...")
+    p.add_argument("--precision", default=None, help="32-true (default) or bf16-mixed (bfloat16 autocast)")
+    p.add_argument("--workers", type=int, default=None, help="data-loader worker processes per training process")
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
     p.add_argument("--out", type=Path, required=True, help="run folder: model/, run/metrics.csv, test_metrics.json, "
                    "test_predictions.csv, training_curve.png, parity.png (an interrupted run resumes here)")
+
+
+_CONFIG_OPTIONS = {"epochs": "epochs", "lr": "lr", "period": "period", "batch_size": "batch_size", "loss": "loss",
+                   "huber_delta": "huber_delta", "average_last": "average_last", "accelerator": "accelerator",
+                   "num_nodes": "num_nodes", "strategy": "strategy", "precision": "precision",
+                   "workers": "num_workers", "seed": "seed"}
+
+
+def _train_config(args: argparse.Namespace):
+    """The recipe with every option the user gave applied."""
+    from matgl_cgat.training import recipe
+
+    changes = {field: getattr(args, opt) for opt, field in _CONFIG_OPTIONS.items() if getattr(args, opt, None) is not None}
+    if args.devices is not None:
+        changes["devices"] = int(args.devices) if str(args.devices).isdigit() else args.devices
+    return recipe(args.recipe, **changes)
 
 
 def _loss_kwargs(args: argparse.Namespace) -> dict:
@@ -118,8 +145,8 @@ def _loss_kwargs(args: argparse.Namespace) -> dict:
             bound = float(bound)
         except ValueError:
             raise ValueError(f"--output-min must be a number, 'none' or 'auto', got {args.output_min!r}") from None
-    return {"loss": args.loss, "huber_delta": args.huber_delta, "output_min": None if bound == "none" else bound,
-            "calibrate": args.calibrate_offset, "average_last": args.average_last}
+    return {"output_min": None if bound == "none" else bound, "calibrate": args.calibrate_offset,
+            "config": _train_config(args), "overwrite": args.overwrite}
 
 
 def _report(metrics: dict, out: Path, units: str = "") -> None:
@@ -135,8 +162,7 @@ def _train(args: argparse.Namespace) -> int:
     model = CGAT.from_preset(args.preset)
     parts = _parts(args, model)
     card = {"name": args.out.name, "preset": args.preset, "parent": None, "units": args.units}
-    _, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, epochs=args.epochs,
-                       lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed, card=card, **fit_kw)
+    _, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, card=card, **fit_kw)
     _report(metrics, args.out)
     return 0
 
@@ -153,7 +179,6 @@ def _finetune(args: argparse.Namespace) -> int:
     card = {"name": args.out.name, "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
             "units": args.units or parent_card.get("units", "")}
     _, metrics = train(parent, parts, args.target, args.out, policy=args.policy, renormalize=not args.keep_normalization,
-                       epochs=args.epochs, lr=args.lr, period=args.period, batch_size=args.batch_size, seed=args.seed,
                        card=card, **fit_kw)
     _report(metrics, args.out)
     return 0
@@ -302,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(t)
     t.add_argument("--preset", default="small", help="architecture: small (1.7 M parameters) or paper (55.9 M)")
     t.add_argument("--units", default="", help="units of the target, for the model card and plots")
-    _train_args(t, epochs=20, lr=1e-3)
+    _train_args(t, "cpu")
     t.set_defaults(func=_train)
 
     f = sub.add_parser("finetune", help="fine-tune a trained CGAT (shipped name or folder) on new labels")
@@ -313,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--keep-normalization", action="store_true", help="keep the source model's target mean/std "
                    "instead of re-fitting them on the new training data")
     f.add_argument("--units", default="", help="units of the target (default: the source model's)")
-    _train_args(f, epochs=20, lr=3e-4)
+    _train_args(f, "cpu-transfer")
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser("evaluate", help="metrics (MAE, RMSE, R^2, metal/stability scores), predictions and a "
@@ -336,10 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scratch and/or freeze policies of the parent (default: %(default)s)")
     sr.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sr.add_argument("--preset", default="small", help="architecture of scratch runs without --parent")
-    sr.add_argument("--epochs", type=int, default=10)
-    sr.add_argument("--lr-scratch", type=float, default=1e-3)
-    sr.add_argument("--lr-transfer", type=float, default=3e-4)
-    sr.add_argument("--batch-size", type=int, default=64)
+    sr.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the cpu-transfer recipe's)")
+    sr.add_argument("--lr-scratch", type=float, default=None, help="peak lr from scratch (default: the cpu recipe's)")
+    sr.add_argument("--lr-transfer", type=float, default=None, help="peak lr with transfer (default: the "
+                    "cpu-transfer recipe's)")
+    sr.add_argument("--batch-size", type=int, default=None)
     sr.add_argument("--metric", default="test_mae")
     sr.add_argument("--out", type=Path, required=True, help="study folder: config.json, results.csv/json, runs/, "
                     "fits.json, scaling.png")

@@ -1,7 +1,7 @@
 """The main job: train a small CGAT on a slice of the shared PBE formation energies, end to end.
 
 Reads the fixed ``e_form_pbe`` splits, builds graphs with :class:`CGATGraphConverter`, trains with
-MatGL's own ``ModelLightningModule`` and ``MGLDataLoader``, reports the test MAE against the
+:func:`matgl_cgat.training.fit` (the ``cpu`` recipe), reports the test MAE against the
 predict-the-training-median baseline, saves the model, reloads it with ``matgl.load_model`` and
 predicts a few crystals that it builds itself.
 """
@@ -50,11 +50,9 @@ def run_quickstart(
     progress: bool = True,
 ) -> QuickstartResult:
     """Train, evaluate, save, reload and predict; returns the figures (also written to ``result.json``)."""
-    import lightning as pl
-    from matgl.graph.data import MGLDataLoader, collate_fn_graph
-    from matgl.utils.training import ModelLightningModule
-
     import matgl
+
+    from matgl_cgat.training import fit, recipe
 
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     if data_dir is None or not (Path(data_dir) / "mp_gap.jsonl.gz").is_file():
@@ -64,7 +62,7 @@ def run_quickstart(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(seed, workers=True)
+    torch.manual_seed(seed)
 
     model = CGAT.from_preset(preset)
     # all structures converted once in parallel and cached: a second run starts training at once
@@ -77,19 +75,10 @@ def run_quickstart(
     y_train = np.array(datasets["train"].labels[TARGET])
     model.set_normalization(float(y_train.mean()), float(y_train.std()))
 
-    train_loader, val_loader = MGLDataLoader(
-        train_data=datasets["train"], val_data=datasets["val"],
-        batch_size=batch_size, num_workers=0, collate_fn=collate_fn_graph, generator=torch.Generator().manual_seed(seed),
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=lr * 0.05)
-    module = ModelLightningModule(model=model, loss="l1_loss", optimizer=optimizer, scheduler=scheduler)
-    trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),
-    )
     t0 = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader)
+    fit(model, datasets["train"], datasets["val"],
+        recipe("cpu", epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress),
+        out_dir=out_dir / "run", overwrite=True)
     train_seconds = time.perf_counter() - t0
 
     pred = model.predict_dataset(datasets["test"])

@@ -42,25 +42,27 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
 
 
 def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "full", renormalize: bool = True,
-          epochs: int = 20, lr: float = 1e-3, period: int | None = None, batch_size: int = 64, seed: int = 0,
-          loss: str = "l1", huber_delta: float = 1.0, output_min: float | None | str = "auto",
-          calibrate: bool = False, average_last: int | None = None, card: dict | None = None,
-          progress: bool = True):
+          config=None, output_min: float | None | str = "auto", calibrate: bool = False, card: dict | None = None,
+          overwrite: bool = False):
     """Fine-tune ``model`` (or train a fresh one) on ``parts['train']``, test on ``parts['test']``, save all.
 
-    Returns the trained model and its test metrics. Resumes an interrupted run in the same ``out``.
-    With ``calibrate`` the output is shifted by the constant that minimises the validation MAE
-    (:func:`matgl_cgat.transfer.calibrate_offset`) before testing; ``average_last`` is passed to
-    :func:`matgl_cgat.transfer.finetune` (weight averaging of the last epochs).
+    Training goes through :func:`matgl_cgat.transfer.finetune` and so :func:`matgl_cgat.training.fit`
+    with ``config`` (a :class:`~matgl_cgat.training.TrainConfig`; default: the ``cpu`` recipe). Returns
+    the trained model and its test metrics. Resumes an interrupted run in the same ``out``. With
+    ``calibrate`` the output is shifted by the constant that minimises the validation MAE
+    (:func:`matgl_cgat.transfer.calibrate_offset`) before testing. With several processes only rank 0
+    writes files.
     """
+    from matgl_cgat.training import recipe
+    from matgl_cgat.transfer import finetune
+
     out = Path(out)
+    config = config or recipe("cpu")
     if calibrate and parts.get("val") is None:
         raise ValueError("calibrate needs a validation split")
     t0 = time.time()
-    trained = model.finetune(parts["train"], parts.get("val"), policy=policy, renormalize=renormalize, epochs=epochs,
-                             lr=lr, period=period or epochs, batch_size=batch_size, out_dir=out / "run", seed=seed,
-                             loss=loss, huber_delta=huber_delta, output_min=output_min, average_last=average_last,
-                             progress=progress)
+    trained = finetune(model, parts["train"], parts.get("val"), policy=policy, renormalize=renormalize,
+                       output_min=output_min, config=config, out_dir=out / "run", overwrite=overwrite)
     seconds = time.time() - t0
     calibration = None
     if calibrate:
@@ -68,6 +70,8 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
 
         calibration = {**calibrate_offset(trained, parts["val"]), "on": "validation split"}
     units = (card or {}).get("units", "")
+    if not trained.fit_result.is_global_zero:
+        return trained, None
     metrics = evaluate(trained, parts["test"], target, out, units=units)
     record = trained.metadata["finetune"]
     y_train = np.asarray(parts["train"].labels[target], dtype=float)
@@ -79,9 +83,9 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
         "policy": policy,
         "output_min": record["output_min"],
         "offset_calibration": calibration,
-        "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch",
-                                            "best_val_mae", "weight_average", "seed", "renormalize", "trainable_parameters",
-                                            "frozen_parameters") if k in record},
+        "training": {**{k: record[k] for k in ("best_epoch", "best_val_mae", "weight_average", "renormalize",
+                                               "trainable_parameters", "frozen_parameters") if k in record},
+                     **record["training"]["config"]},
         "n_train": len(parts["train"]),
         "test_mae": metrics["mae"],
         "test_metrics": metrics,

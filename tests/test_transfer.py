@@ -15,7 +15,6 @@ from matgl_cgat.transfer import (
     layerwise_param_groups,
     model_blocks,
     trainable_blocks,
-    triangular_multiplier,
     unfreeze_next,
 )
 
@@ -87,12 +86,10 @@ def test_layerwise_decay_and_gradual_unfreezing():
     assert not any(p.requires_grad for p in model.blocks[0].parameters())
 
 
-def test_triangular_schedule():
-    values = [triangular_multiplier(e, 10) for e in range(21)]
-    assert values[0] == pytest.approx(0.1) and values[5] == pytest.approx(1.0) and values[10] == pytest.approx(0.1)
-    assert values[2] == pytest.approx(0.1 + 0.9 * 0.4) and values[15] == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        triangular_multiplier(0, 0)
+def triangular_multiplier(epoch: int, period: int, low: float = 0.1) -> float:
+    """The reference's triangular cycle, written out: low -> 1 -> low over `period` epochs."""
+    phase = (epoch % period) / period
+    return low + (1.0 - low) * (1.0 - abs(2.0 * phase - 1.0))
 
 
 def _data(n: int, seed: int, scale: float = 1.0):
@@ -162,10 +159,10 @@ def test_finetune_resumes_after_interruption(tmp_path):
 
 
 def test_weight_averaging_is_the_mean_of_the_last_epochs_and_survives_interruption(tmp_path, monkeypatch):
-    from matgl_cgat.transfer import _finetune
+    from matgl_cgat.training._callbacks import WeightAveraging
 
     seen: dict[int, dict[str, torch.Tensor]] = {}
-    add = _finetune._WeightAverage._add
+    add = WeightAveraging._add
     crash = {"at": 3}
 
     def spy(self, trainer, module):
@@ -176,7 +173,7 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs_and_survives_interrupti
             seen[epoch] = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
         add(self, trainer, module)
 
-    monkeypatch.setattr(_finetune._WeightAverage, "_add", spy)
+    monkeypatch.setattr(WeightAveraging, "_add", spy)
     source = make_model()
     train, val = _data(16, 9), _data(6, 10)
     kw = {"epochs": 4, "average_last": 2, "lr": 3e-3, "period": 4, "batch_size": 8,
@@ -203,14 +200,24 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs_and_survives_interrupti
         source.finetune(train, val, epochs=4, average_last=5, progress=False)
 
 
-def test_weight_averaging_says_when_a_resumed_run_lacks_epochs(tmp_path):
+def test_resuming_with_other_settings_is_refused_and_overwrite_starts_afresh(tmp_path):
+    from matgl_cgat.training import RunFolderMismatch
+
     source = make_model()
     train, val = _data(16, 11), _data(6, 12)
     kw = {"lr": 1e-3, "period": 4, "batch_size": 8, "out_dir": tmp_path / "run", "progress": False}
     source.finetune(train, val, epochs=2, **kw)  # epochs 0-1 without averaging
-    with pytest.warns(UserWarning, match=r"averaged only epochs \[2, 3\], not the last 3"):
-        tuned = source.finetune(train, val, epochs=4, average_last=3, **kw)
-    assert tuned.metadata["finetune"]["weight_average"]["epochs"] == [2, 3]
+    with pytest.raises(RunFolderMismatch, match=r"config.average_last: None in the folder, 3 now"):
+        source.finetune(train, val, epochs=4, average_last=3, **kw)
+    with pytest.raises(RunFolderMismatch, match=r"policy: 'full' in the folder, 'head' now"):
+        source.finetune(train, val, epochs=2, policy="head", **kw)
+    with pytest.raises(RunFolderMismatch, match=r"data.train.graphs"):
+        source.finetune(_data(16, 13), val, epochs=2, **kw)
+    with pytest.raises(RunFolderMismatch, match=r"model.start_weights"):
+        make_model(seed=5).finetune(train, val, epochs=2, **kw)
+    tuned = source.finetune(train, val, epochs=4, average_last=3, overwrite=True, **kw)
+    assert tuned.metadata["finetune"]["weight_average"]["epochs"] == [1, 2, 3]
+    assert tuned.metadata["finetune"]["resumed_from_epoch"] == 0
 
 
 def test_finetune_accepts_structures_and_labels_and_gradual_unfreezing(tmp_path):
@@ -238,13 +245,13 @@ def test_finetune_changes_only_what_the_policy_trains(policy):
 
 
 def test_losses_are_what_their_names_say():
-    from matgl_cgat.transfer._finetune import _point_loss
+    from matgl_cgat.training import point_loss
 
     pred, target = torch.tensor([0.0, 0.5, 3.0]), torch.tensor([0.0, 0.0, 0.0])
-    assert float(_point_loss("l1", 1.0)(pred, target)) == pytest.approx((0.5 + 3.0) / 3)
-    assert float(_point_loss("mse", 1.0)(pred, target)) == pytest.approx((0.25 + 9.0) / 3)
+    assert float(point_loss("l1", pred, target, 1.0).mean()) == pytest.approx((0.5 + 3.0) / 3)
+    assert float(point_loss("mse", pred, target, 1.0).mean()) == pytest.approx((0.25 + 9.0) / 3)
     # Huber: quadratic inside delta, linear outside
-    assert float(_point_loss("huber", 1.0)(pred, target)) == pytest.approx((0.125 + 2.5) / 3)
+    assert float(point_loss("huber", pred, target, 1.0).mean()) == pytest.approx((0.125 + 2.5) / 3)
     with pytest.raises(ValueError, match="unknown loss 'l2'"):
         make_model().finetune(_data(4, 0), loss="l2", epochs=1, progress=False)
 

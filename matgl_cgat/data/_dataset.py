@@ -164,6 +164,7 @@ def load_dataset(
         index = _convert(root, items, spec, converter, on_error, workers or os.cpu_count() or 1, shard_size, progress)
         index["source"] = name
         index["converter"] = converter.settings() if hasattr(converter, "settings") else None
+        index["key"] = key
         _check(index, name)
         atomic_write_text(index_path, json.dumps(index))
     _check(index, name)
@@ -355,6 +356,11 @@ class GraphDataset(torch.utils.data.Dataset):
             for t in self.targets
         }
         self.skipped: list[tuple[str, str]] = [tuple(s) for s in index["skipped"]]
+
+    @property
+    def cache_key(self) -> str | None:
+        """Hash of the source (file identities or in-memory content), reader and converter settings."""
+        return self._index.get("key")
 
     @property
     def ids(self) -> list[str]:

@@ -254,6 +254,18 @@ class CGAT(MatGLModel):
         pred = torch.cat(out).cpu().numpy() if out else np.zeros((0, self.ntargets))
         return pred[:, 0] if self.ntargets == 1 else pred
 
+    def transfer_blocks(self) -> dict[str, list[nn.Module]]:
+        """The model's blocks from input to output, as freeze policies see them.
+
+        ``embeddings`` (element and shell-rank), ``mp.0`` .. ``mp.{n-1}`` (message passing),
+        ``readout`` (the attention pooling and the Roost context that conditions it) and ``head``.
+        """
+        blocks: dict[str, list[nn.Module]] = {"embeddings": [self.embedding, self.edge_embedding]}
+        blocks.update({f"mp.{i}": [b] for i, b in enumerate(self.blocks)})
+        blocks["readout"] = [self.context, self.readout]
+        blocks["head"] = [self.head]
+        return blocks
+
     def finetune(self, train, val=None, **kwargs) -> CGAT:
         """Fine-tune a copy of this model on new data; see :func:`matgl_cgat.transfer.finetune`."""
         from matgl_cgat.transfer import finetune

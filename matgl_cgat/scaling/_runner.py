@@ -95,8 +95,8 @@ def _fresh_like(parent, preset: str):
 
 def run_learning_curve(train, val, test, *, target: str, sizes, out_dir: str | Path,
                        strategies=("scratch", "head", "full"), seeds=(0,), parent=None, preset: str = "small",
-                       epochs: int = 10, lr_scratch: float = 1e-3, lr_transfer: float = 3e-4, batch_size: int = 64,
-                       progress: bool = True, verbose: bool = False) -> list[dict]:
+                       epochs: int | None = None, lr_scratch: float | None = None, lr_transfer: float | None = None,
+                       batch_size: int | None = None, progress: bool = True, verbose: bool = False) -> list[dict]:
     """Train and test every (size, strategy, seed) not already in ``out_dir``; return all rows.
 
     Args:
@@ -107,7 +107,16 @@ def run_learning_curve(train, val, test, *, target: str, sizes, out_dir: str | P
             its architecture, or use ``preset`` when there is no parent.
         epochs: per run, one triangular learning-rate cycle of this length; best epoch by validation MAE.
         lr_scratch, lr_transfer: peak learning rates without and with transfer.
+        Unset settings come from the ``cpu`` (scratch) and ``cpu-transfer`` recipes of
+        :mod:`matgl_cgat.training` (epochs and batch size from ``cpu-transfer``).
     """
+    from matgl_cgat.training import recipe
+
+    scratch_cfg, transfer_cfg = recipe("cpu"), recipe("cpu-transfer")
+    epochs = transfer_cfg.epochs if epochs is None else epochs
+    batch_size = transfer_cfg.batch_size if batch_size is None else batch_size
+    lr_scratch = scratch_cfg.lr if lr_scratch is None else lr_scratch
+    lr_transfer = transfer_cfg.lr if lr_transfer is None else lr_transfer
     out_dir = Path(out_dir)
     strategies = list(strategies)
     if parent is None and any(s != "scratch" for s in strategies):

@@ -1,10 +1,11 @@
-"""Transfer learning: freeze policies (CGAT, M3GNet, MEGNet), cyclic learning rate, ``finetune``,
-and a validation-fitted output offset (``calibrate_offset``)."""
+"""Transfer learning on top of :mod:`matgl_cgat.training`: freeze policies (blocks declared by CGAT,
+adapters for MatGL's M3GNet and MEGNet), ``finetune`` (copy, renormalise, freeze, fit) and a
+validation-fitted output offset (``calibrate_offset``)."""
 
 from __future__ import annotations
 
 from ._calibrate import best_output_shift, calibrate_offset
-from ._finetune import DEFAULTS, CGATLightning, finetune
+from ._finetune import FINETUNE_RECIPE, finetune
 from ._policies import (
     POLICIES,
     PolicyReport,
@@ -15,12 +16,10 @@ from ._policies import (
     trainable_blocks,
     unfreeze_next,
 )
-from ._schedule import triangular_multiplier
 
 __all__ = [
-    "DEFAULTS",
+    "FINETUNE_RECIPE",
     "POLICIES",
-    "CGATLightning",
     "PolicyReport",
     "apply_policy",
     "best_output_shift",
@@ -30,6 +29,5 @@ __all__ = [
     "layerwise_param_groups",
     "model_blocks",
     "trainable_blocks",
-    "triangular_multiplier",
     "unfreeze_next",
 ]

@@ -36,13 +36,15 @@ def calibrate_offset(model, data, *, grid: int = 401) -> dict:
     Returns:
         ``{"shift", "n", "mae_before", "mae_after"}``: the predictions became ``max(pred - shift, bound)``.
     """
-    from ._finetune import _train_labels
+    from matgl_cgat.training import dataset_targets
+
+    from ._finetune import train_labels
 
     if getattr(model, "ntargets", 1) != 1:
         raise ValueError("calibrate_offset handles single-target models only")
     if len(data) == 0:
         raise ValueError("calibrate_offset needs a non-empty dataset")
-    y = np.asarray(_train_labels(data), dtype=float)
+    y = train_labels(data, dataset_targets(data))[:, 0]
     bound = model.output_min
     model.set_output_min(None)
     try:

@@ -24,31 +24,46 @@ from torch import nn
 POLICIES = ("full", "head", "readout+head", "last:K", "frozen-embeddings")
 
 
+def _m3gnet_blocks(model: nn.Module) -> dict[str, list[nn.Module]]:
+    blocks = {"embeddings": [m for m in (model.bond_expansion, model.embedding, model.basis_expansion)
+                             if isinstance(m, nn.Module)]}
+    for i in range(model.n_blocks):
+        blocks[f"mp.{i}"] = [model.three_body_interactions[i], model.graph_layers[i]]
+    blocks["readout"] = [model.readout] if hasattr(model, "readout") else []
+    blocks["head"] = [model.final_layer]
+    return blocks
+
+
+def _megnet_blocks(model: nn.Module) -> dict[str, list[nn.Module]]:
+    blocks = {"embeddings": [model.bond_expansion, model.embedding, model.edge_encoder, model.node_encoder,
+                             model.state_encoder]}
+    blocks.update({f"mp.{i}": [b] for i, b in enumerate(model.blocks)})
+    blocks["readout"] = [model.edge_s2s, model.node_s2s]
+    blocks["head"] = [model.output_proj]
+    return blocks
+
+
+def _adapters() -> list[tuple[type, object]]:
+    """Block declarations for MatGL's models, which do not declare their own."""
+    from matgl.models import M3GNet, MEGNet
+
+    return [(M3GNet, _m3gnet_blocks), (MEGNet, _megnet_blocks)]
+
+
 def model_blocks(model: nn.Module) -> dict[str, list[nn.Module]]:
-    """Ordered blocks (input to output) of a CGAT, M3GNet or MEGNet model."""
-    name = type(model).__name__
-    if name == "CGAT":
-        blocks = {"embeddings": [model.embedding, model.edge_embedding]}
-        blocks.update({f"mp.{i}": [b] for i, b in enumerate(model.blocks)})
-        blocks["readout"] = [model.context, model.readout]
-        blocks["head"] = [model.head]
-        return blocks
-    if name == "M3GNet":
-        blocks = {"embeddings": [m for m in (model.bond_expansion, model.embedding, model.basis_expansion)
-                                 if isinstance(m, nn.Module)]}
-        for i in range(model.n_blocks):
-            blocks[f"mp.{i}"] = [model.three_body_interactions[i], model.graph_layers[i]]
-        blocks["readout"] = [model.readout] if hasattr(model, "readout") else []
-        blocks["head"] = [model.final_layer]
-        return blocks
-    if name == "MEGNet":
-        blocks = {"embeddings": [model.bond_expansion, model.embedding, model.edge_encoder, model.node_encoder,
-                                 model.state_encoder]}
-        blocks.update({f"mp.{i}": [b] for i, b in enumerate(model.blocks)})
-        blocks["readout"] = [model.edge_s2s, model.node_s2s]
-        blocks["head"] = [model.output_proj]
-        return blocks
-    raise TypeError(f"no freeze policies for {name}; supported: CGAT, M3GNet, MEGNet")
+    """Ordered blocks (input to output) of a model.
+
+    A model declares them with a ``transfer_blocks()`` method (CGAT does); MatGL's M3GNet and MEGNet
+    get theirs from adapters here.
+    """
+    declared = getattr(model, "transfer_blocks", None)
+    if callable(declared):
+        return declared()
+    for cls, blocks in _adapters():
+        if isinstance(model, cls):
+            return blocks(model)
+    raise TypeError(f"no freeze policies for {type(model).__name__}: give it a transfer_blocks() method "
+                    "returning {block name: [modules]} from input to output (CGAT, M3GNet and MEGNet have them)")
 
 
 def trainable_blocks(blocks: list[str], policy: str) -> list[str]:

@@ -1,0 +1,231 @@
+"""``fit(model, train, val, config)``: the one place where a model trains.
+
+Lightning does the work: ``Trainer`` (any accelerator, device count, node count, strategy and
+precision), ``ModelCheckpoint`` (the best validation epoch, weights only, and ``last.ckpt`` each
+epoch), ``CSVLogger`` with ``LearningRateMonitor`` (the per-epoch table), torch's ``CyclicLR``
+(the reference's triangular schedule, stepped per epoch) and ``AveragedModel`` (weight averaging).
+What this module adds is what a run folder must guarantee (see ``_run.py``) and the choice of the
+weights to return.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ._callbacks import GradualUnfreezing, KeepFrozenInEval, WeightAveraging
+from ._config import TrainConfig
+from ._data import GraphDataModule, collate_graphs, dataset_targets
+from ._module import TrainingModule
+from ._run import RunFolder, data_digest, load_checkpoint, read_metrics, tensor_digest, write_metrics_csv
+
+
+@dataclass
+class FitResult:
+    """What a training run returns. ``model`` holds the chosen weights (best epoch or averaged)."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    targets: tuple[str, ...]
+    out_dir: Path | None
+    best_epoch: int | None
+    best_val_mae: float | None
+    resumed_from_epoch: int
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    weight_average: dict[str, Any] | None = None
+    unfrozen: list[tuple[int, str]] = field(default_factory=list)
+    is_global_zero: bool = True
+    world_size: int = 1
+
+    def record(self) -> dict[str, Any]:
+        """Plain values for a model card."""
+        return {
+            "config": self.config.to_dict(),
+            "targets": list(self.targets),
+            "best_epoch": self.best_epoch,
+            "best_val_mae": self.best_val_mae,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "epochs_run": self.epochs_run,
+            "seconds": round(self.seconds, 1),
+            "world_size": self.world_size,
+            **({"weight_average": self.weight_average} if self.weight_average else {}),
+            **({"unfrozen": [list(u) for u in self.unfrozen]} if self.unfrozen else {}),
+        }
+
+
+def _state_without_prefix(state: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+@torch.no_grad()
+def _val_mae(module: TrainingModule, val, config: TrainConfig) -> float | None:
+    """Validation MAE (the module's ``val_mae``) of the module's current weights, in this process."""
+    if val is None:
+        return None
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(val, batch_size=config.batch_size, shuffle=False,
+                        collate_fn=lambda items: collate_graphs(items, module.targets))
+    was = module.model.training
+    module.model.eval()
+    for batch in loader:
+        loss, abs_err, counts = module._errors(batch.to(module.model.data_mean.device))
+        module._accumulate("val", loss, abs_err, counts, len(batch))
+    sums = module._sums.pop("val")
+    module.model.train(was)
+    n = len(module.targets)
+    mae = sums[2 : 2 + n] / sums[2 + n :].clamp(min=1)
+    return float(mae[0]) if n == 1 else float((mae / module.model.data_std).mean())
+
+
+def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = None, *,
+        out_dir: str | Path | None = None, overwrite: bool = False, run_info: dict[str, Any] | None = None,
+        param_groups: list[dict] | None = None, unfreeze_next=None, may_grow: tuple[str, ...] = ()) -> FitResult:
+    """Train ``model`` in place on ``train``, choose its weights on ``val``; resumable from ``out_dir``.
+
+    Args:
+        model: a CGAT (or a model with ``forward_normalized``, ``data_mean``, ``data_std`` and
+            ``ntargets``), normalisation already set; its mode and frozen parameters are respected.
+        train, val: datasets of MatGL ``(graph, lattice, state, {target: label})`` items; a model with
+            ``ntargets`` T needs items with T labels (NaN where missing).
+        config: :class:`TrainConfig` (default: ``TrainConfig()``).
+        out_dir: run folder; default: a temporary one (then nothing resumes).
+        overwrite: discard a previous run in ``out_dir`` instead of resuming it.
+        run_info: extra plain values recorded in ``run.json`` and checked on resume (policy, parent...).
+        param_groups: optimiser groups (``{"params": [...], "lr": ...}``); default: one group.
+        unfreeze_next: ``f(model) -> block name or None`` for ``config.gradual_unfreeze_every``.
+        may_grow: ``run.json`` keys allowed to grow on resume (see :meth:`RunFolder.start`).
+
+    Returns:
+        :class:`FitResult`; ``result.model`` is ``model`` with the best validation epoch's weights (the
+        last epoch's without ``val``; the averaged ones with ``config.average_last``). With several
+        processes every rank returns the same weights; only rank 0 (``result.is_global_zero``)
+        should write files.
+
+    Raises:
+        RunFolderMismatch: ``out_dir`` holds a run started with other settings, data or weights.
+    """
+    config = config or TrainConfig()
+    targets = dataset_targets(train)
+    ntargets = getattr(model, "ntargets", 1)
+    if len(targets) != ntargets:
+        raise ValueError(f"the data carries {len(targets)} target(s) {list(targets)} but the model predicts "
+                         f"{ntargets}: build it with ntargets={len(targets)} or load the data with one target")
+    if val is not None and len(val) == 0:
+        val = None
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    t0 = time.time()
+
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="cgat_fit_")
+        out_dir_path = Path(tmp.name)
+    else:
+        out_dir_path = Path(out_dir)
+    run = RunFolder(out_dir_path)
+    is_zero = _is_global_zero()
+    record = {
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers")},
+        "targets": list(targets),
+        "model": {"class": type(model).__name__, "start_weights": tensor_digest(model.state_dict())},
+        "data": {"train": data_digest(train, targets), "val": data_digest(val, targets)},
+        **(run_info or {}),
+    }
+    resume = run.start(record, overwrite=overwrite, is_global_zero=is_zero, may_grow=may_grow)
+
+    module = TrainingModule(model, config, targets, param_groups)
+    datamodule = GraphDataModule(train, val, targets, config.batch_size, config.seed, config.num_workers)
+    ckpt_dir = out_dir_path / "checkpoints"
+    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False)
+    callbacks: list[pl.Callback] = []
+    averager = None
+    if config.average_last:
+        averager = WeightAveraging(config.epochs - config.average_last)
+        callbacks.append(averager)  # its hooks run before the checkpoint's: last.ckpt holds the mean with the epoch
+    best = None
+    if val is not None:
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_top_k=1,
+                               save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False)
+        callbacks.append(best)
+    unfreezer = None
+    if config.gradual_unfreeze_every:
+        if unfreeze_next is None:
+            raise ValueError("gradual_unfreeze_every needs unfreeze_next (finetune provides it)")
+        unfreezer = GradualUnfreezing(config.gradual_unfreeze_every, unfreeze_next)
+        callbacks.append(unfreezer)
+    callbacks += [KeepFrozenInEval(), last, LearningRateMonitor(logging_interval="epoch")]
+
+    from ._run import SafeCheckpointIO
+
+    trainer = pl.Trainer(
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        num_nodes=config.num_nodes, strategy=config.strategy, precision=config.precision,
+        logger=CSVLogger(out_dir_path, name="logs"), callbacks=callbacks, plugins=[SafeCheckpointIO()],
+        use_distributed_sampler=False, enable_progress_bar=config.progress, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=1.0 if val is not None else 0, default_root_dir=out_dir_path,
+        log_every_n_steps=1 << 30,
+    )
+    start_epoch = 0
+    if resume:
+        start_epoch = int(load_checkpoint(run.last_checkpoint).get("epoch", -1)) + 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*Experiment logs directory.*")
+        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen blocks, on purpose
+        warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # epoch-level logging only
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming
+        warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device`.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
+
+    best_epoch = best_val = None
+    if best is not None and run.best_checkpoint.is_file():
+        saved = load_checkpoint(run.best_checkpoint)
+        best_epoch, best_val = int(saved["epoch"]), float(best.best_model_score)
+    weight_average = None
+    if averager is not None:
+        if averager.averaged is None:
+            raise RuntimeError(f"{out_dir_path}: no epoch was averaged")
+        if len(averager.epochs) < config.average_last:
+            warnings.warn(f"{out_dir_path}: averaged only epochs {averager.epochs}, not the last "
+                          f"{config.average_last}", stacklevel=2)
+        model.load_state_dict(averager.averaged_state(model))
+        weight_average = {"epochs": list(averager.epochs), "val_mae": _val_mae(module, val, config)}
+    elif best_epoch is not None:
+        model.load_state_dict(_state_without_prefix(saved["state_dict"]))
+    history = read_metrics(out_dir_path)
+    if trainer.is_global_zero and out_dir is not None:
+        write_metrics_csv(history, out_dir_path / "metrics.csv")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if hasattr(model, "_frozen_modules"):
+        model._frozen_modules = []
+    model.eval()
+    result = FitResult(
+        model=model, config=config, targets=targets, out_dir=None if tmp else out_dir_path,
+        best_epoch=best_epoch, best_val_mae=best_val, resumed_from_epoch=start_epoch,
+        epochs_run=trainer.current_epoch - start_epoch, seconds=time.time() - t0, history=history,
+        weight_average=weight_average, unfrozen=list(unfreezer.unfrozen) if unfreezer else [],
+        is_global_zero=trainer.is_global_zero, world_size=trainer.world_size,
+    )
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def _is_global_zero() -> bool:
+    """Rank 0 of a launch (before the trainer exists: from the launcher's environment variables)."""
+    import os
+
+    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", 0)) or 0) == 0 and \
+        int(os.environ.get("LOCAL_RANK", 0) or 0) == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0
