@@ -328,7 +328,8 @@ class GraphDataset(torch.utils.data.Dataset):
         ids: record ids, in order.
         labels: ``{target: np.ndarray}`` (NaN where missing with ``require="any"``).
         skipped: ``(id or location, reason)`` for every record left out.
-        target: the label returned by ``__getitem__``.
+        target: the first label returned by ``__getitem__``.
+        returned_targets: the labels ``__getitem__`` returns (one unless :meth:`with_targets` chose several).
     """
 
     def __init__(
@@ -339,6 +340,7 @@ class GraphDataset(torch.utils.data.Dataset):
         rows: Sequence[int] | None = None,
         store: _ShardStore | None = None,
         keepalive: Any = None,
+        returned: Sequence[str] | None = None,
     ):
         self.root = Path(root)
         self._index = index
@@ -349,6 +351,7 @@ class GraphDataset(torch.utils.data.Dataset):
         self.target = target or self.targets[0]
         if self.target not in self.targets:
             raise ValueError(f"unknown target {self.target!r}; this dataset has {self.targets}")
+        self.returned_targets: tuple[str, ...] = tuple(returned) if returned else (self.target,)
         self._store = store or _ShardStore(self.root, None)
         self._keepalive = keepalive
         self._labels = {
@@ -383,19 +386,32 @@ class GraphDataset(torch.utils.data.Dataset):
         shard = int(np.searchsorted(self._offsets, row, side="right") - 1)
         local = row - int(self._offsets[shard])
         graphs, lattices = self._store.get(shard)
-        label = torch.tensor(self._labels[self.target][row], dtype=torch.float32)
-        return graphs[local], lattices[local : local + 1], torch.zeros(2), {self.target: label}
+        labels = {t: torch.tensor(self._labels[t][row], dtype=torch.float32) for t in self.returned_targets}
+        return graphs[local], lattices[local : local + 1], torch.zeros(2), labels
 
     def subset(self, indices: Sequence[int]) -> GraphDataset:
         """A view on some items (positions in this dataset); shares the shard cache."""
         return GraphDataset(self.root, self._index, self.target, self._rows[np.asarray(indices, dtype=np.int64)],
-                            self._store, self._keepalive)
+                            self._store, self._keepalive, self.returned_targets)
 
     def with_target(self, target: str) -> GraphDataset:
         """The same items returning another of the loaded targets (rows where it is NaN are dropped)."""
         keep = np.flatnonzero(~np.isnan(self._labels[target][self._rows]))
         view = GraphDataset(self.root, self._index, target, self._rows[keep], self._store, self._keepalive)
         return view
+
+    def with_targets(self, targets: Sequence[str]) -> GraphDataset:
+        """The same items returning several loaded targets at once (NaN where missing), for a
+        multi-target model; rows without any of them are dropped."""
+        targets = list(targets)
+        unknown = [t for t in targets if t not in self.targets]
+        if not targets or unknown:
+            raise ValueError(f"unknown target(s) {unknown or targets}; this dataset has {self.targets}")
+        have = np.zeros(len(self._rows), dtype=bool)
+        for t in targets:
+            have |= ~np.isnan(self._labels[t][self._rows])
+        return GraphDataset(self.root, self._index, targets[0], self._rows[np.flatnonzero(have)], self._store,
+                            self._keepalive, targets)
 
     def positions_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
         """Positions of the given ids in this dataset, and the ids that are not in it."""

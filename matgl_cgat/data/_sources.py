@@ -112,7 +112,9 @@ def fingerprint_objects(objects: Sequence, labels: dict[str, Sequence[float]], i
                 h.update(json.dumps(obj.as_dict(), sort_keys=True, default=str).encode())
         for a in arrays:
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
-    h.update(json.dumps({k: [float(v) for v in vals] for k, vals in labels.items()}, sort_keys=True).encode())
+    # labels are hashed as given (a missing one is None; a bad one is reported by the reader, not here)
+    h.update(json.dumps({k: [v if v is None else repr(v) for v in vals] for k, vals in labels.items()},
+                        sort_keys=True).encode())
     h.update(json.dumps(list(ids)).encode())
     return h.hexdigest()
 

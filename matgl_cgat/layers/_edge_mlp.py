@@ -70,10 +70,12 @@ class _EdgeMLP(torch.autograd.Function):
             j = k if k < split else k - split
             return None if g is None else g[rows, j]
 
-        grad_dst, grad_src = torch.zeros_like(dst_term), torch.zeros_like(src_term)
-        grad_edge = torch.zeros_like(edge_term)
-        grad_weight = torch.zeros_like(weight)
-        grad_bias = torch.zeros(groups, channels, dtype=weight.dtype, device=weight.device)
+        acc = torch.promote_types(weight.dtype, torch.float32)  # scatter-adds in float32 even under bf16 autocast
+        grad_dst = torch.zeros_like(dst_term, dtype=acc)
+        grad_src = torch.zeros_like(src_term, dtype=acc)
+        grad_edge = torch.zeros_like(edge_term, dtype=acc)
+        grad_weight = torch.zeros_like(weight, dtype=acc)
+        grad_bias = torch.zeros(groups, channels, dtype=acc, device=weight.device)
         for rows in _chunks(num_edges, groups * width):
             hidden = _hidden(dst_term, src_term, edge_term, dst, src, edge_index, ctx.slope, rows)
             grad_hidden = torch.zeros_like(hidden)
@@ -82,11 +84,11 @@ class _EdgeMLP(torch.autograd.Function):
                 if g is None:
                     continue
                 cols = slice(k * width, (k + 1) * width)
-                grad_weight[k].addmm_(hidden[:, cols].t(), g)
-                grad_bias[k] += g.sum(0)
+                grad_weight[k] += (hidden[:, cols].t() @ g).to(acc)
+                grad_bias[k] += g.sum(0, dtype=acc)
                 torch.mm(g, weight[k].t(), out=grad_hidden[:, cols])
             # leaky ReLU backward from its output (sign preserved for slope > 0)
-            grad_pre = torch.ops.aten.leaky_relu_backward(grad_hidden, hidden, ctx.slope, True)
+            grad_pre = torch.ops.aten.leaky_relu_backward(grad_hidden, hidden, ctx.slope, True).to(acc)
             del hidden, grad_hidden
             grad_dst.index_add_(0, dst[rows], grad_pre)
             grad_src.index_add_(0, src[rows], grad_pre)
@@ -94,7 +96,34 @@ class _EdgeMLP(torch.autograd.Function):
                 grad_edge[rows] = grad_pre
             else:
                 grad_edge.index_add_(0, edge_index[rows], grad_pre)
-        return grad_dst, grad_src, grad_edge, None, None, None, grad_weight, grad_bias, None, None
+        return (grad_dst.to(dst_term.dtype), grad_src.to(src_term.dtype), grad_edge.to(edge_term.dtype), None, None,
+                None, grad_weight.to(weight.dtype), grad_bias.to(weight.dtype), None, None)
+
+
+def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would compute a matrix product of ``t`` in, or None when autocast is off."""
+    if t.device.type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    if t.device.type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return None
+
+
+def run_autocast_aware(function, *args):
+    """Call a custom autograd function the way autocast calls a matrix product.
+
+    Under ``torch.autocast`` the floating-point inputs are cast to the autocast dtype (bfloat16 for
+    ``precision="bf16-mixed"``) and the function runs with autocast off, so its products see one
+    dtype. The casts are ordinary autograd ops: parameters keep float32 gradients. The backward
+    passes accumulate their scatter-adds in float32.
+    """
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    dtype = autocast_dtype(tensors[0]) if tensors else None
+    if dtype is None:
+        return function(*args)
+    args = tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    with torch.autocast(tensors[0].device.type, enabled=False):
+        return function(*args)
 
 
 def _records_graph(*tensors: torch.Tensor) -> bool:
@@ -139,5 +168,7 @@ def edge_mlp(
         raise ValueError("edge_mlp recomputes the activation mask from its output and needs slope > 0")
     split = weight.shape[0] if split is None else split
     if _records_graph(dst_term, src_term, edge_term, weight, bias):
-        return _EdgeMLP.apply(dst_term, src_term, edge_term, dst, src, edge_index, weight, bias, slope, split)
-    return tuple(_forward(dst_term, src_term, edge_term, dst, src, edge_index, weight, bias, slope, split))
+        return run_autocast_aware(_EdgeMLP.apply, dst_term, src_term, edge_term, dst, src, edge_index, weight, bias,
+                                  slope, split)
+    return tuple(run_autocast_aware(_forward, dst_term, src_term, edge_term, dst, src, edge_index, weight, bias,
+                                    slope, split))

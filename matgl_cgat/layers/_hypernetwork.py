@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._edge_mlp import _records_graph
+from ._edge_mlp import _records_graph, run_autocast_aware
 
 
 class _Bilinear(torch.autograd.Function):
@@ -43,6 +43,10 @@ class _Bilinear(torch.autograd.Function):
         return grad_x, grad_c, grad_w
 
 
+def _bilinear(x: torch.Tensor, c: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (x.unsqueeze(2) * c.unsqueeze(1)).flatten(1) @ weight.t()
+
+
 class HyperLinear(nn.Module):
     """One generated linear layer ``x -> W(c) x + b(c)`` with W, b affine in the conditioning c."""
 
@@ -57,8 +61,8 @@ class HyperLinear(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight_base) + F.linear(cond, self.bias_of_cond, self.bias_base)
         if _records_graph(x, cond, self.weight_of_cond):
-            return y + _Bilinear.apply(x, cond, self.weight_of_cond)
-        return y + (x.unsqueeze(2) * cond.unsqueeze(1)).flatten(1) @ self.weight_of_cond.t()
+            return y + run_autocast_aware(_Bilinear.apply, x, cond, self.weight_of_cond)
+        return y + run_autocast_aware(_bilinear, x, cond, self.weight_of_cond)
 
 
 class HyperNetwork(nn.Module):

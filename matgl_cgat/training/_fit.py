@@ -186,6 +186,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # epoch-level logging only
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming
         warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device`.*")
+        warnings.filterwarnings("ignore", ".*sync_dist=True.*")  # the module reduces its sums over ranks itself
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
 
     best_epoch = best_val = None
