@@ -143,3 +143,27 @@ def test_scaling_fit_and_plan_from_results(tmp_path, capsys):
     assert row["mae_expensive"] == pytest.approx(2000**-0.3, rel=0.02)
     assert row["mae_cheap"] == pytest.approx(1.5 * 15000**-0.3)
     assert (tmp_path / "plan" / "plan.png").is_file()
+
+
+def test_a_run_folder_refuses_another_target_and_overwrite_starts_afresh(tmp_path, capsys):
+    """The issue's case: fine-tuning for gap_gllbsc into a folder holding a finished gap_hse run."""
+    path = tmp_path / "two.jsonl"
+    with open(path, "w") as f:
+        for i in range(30):
+            s = random_structure(i, n=3 + i % 3, elements=("O", "Mg", "Zn"))
+            x = s.composition.get_atomic_fraction("O")
+            f.write(json.dumps({"mat_id": f"t-{i}", "structure": s.as_dict(), "gap_hse": 1 + x, "gap_gllbsc": 2 + x})
+                    + "\n")
+    common = ["--data", str(path), "--cache", str(tmp_path / "c"), "--batch-size", "8", "--epochs", "1"]
+    out = tmp_path / "run"
+    assert main(["train", *common, "--target", "gap_hse", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", *common, "--target", "gap_gllbsc", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run started differently" in err and "targets" in err and "gap_hse" in err and "gap_gllbsc" in err
+    assert json.loads((out / "model" / "model.json").read_text())["metadata"]["property"] == "gap_hse"  # untouched
+    assert main(["train", *common, "--target", "gap_gllbsc", "--lr", "1e-4", "--overwrite", "--out", str(out)]) == 0
+    card = json.loads((out / "model" / "model.json").read_text())["metadata"]
+    assert card["property"] == "gap_gllbsc" and card["training"]["lr"] == 1e-4
+    assert main(["train", *common, "--target", "gap_gllbsc", "--out", str(out)]) == 2  # lr differs from the run's
+    assert "config.lr: 0.0001 in the folder, 0.001 now" in capsys.readouterr().err

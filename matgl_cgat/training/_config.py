@@ -44,6 +44,9 @@ class TrainConfig:
             (``precision="bf16-mixed"`` for bfloat16 autocast; ``strategy="ddp"`` with ``devices=N``
             for N processes).
         num_workers: data-loader worker processes per training process.
+        allocator: ``"keep"`` (default): glibc serves every block from the heap and keeps freed
+            memory for reuse, 1.6-1.8x faster CPU training (see ``_allocator.py``); ``"system"``:
+            leave the C library's settings alone.
         progress: progress bar.
     """
 
@@ -66,6 +69,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
+    allocator: str = "keep"
     progress: bool = field(default=True, compare=False)
 
     def __post_init__(self):
@@ -83,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"average_last={self.average_last}: must be between 1 and epochs ({self.epochs})")
         if str(self.precision) not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.allocator not in ("keep", "system"):
+            raise ValueError(f"allocator must be 'keep' or 'system', got {self.allocator!r}")
         if self.target_weights is not None:
             object.__setattr__(self, "target_weights", tuple(float(w) for w in self.target_weights))
 

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from ._allocator import keep_freed_memory
 from ._callbacks import GradualUnfreezing, KeepFrozenInEval, WeightAveraging
 from ._config import TrainConfig
 from ._data import GraphDataModule, collate_graphs, dataset_targets
@@ -91,7 +92,8 @@ def _val_mae(module: TrainingModule, val, config: TrainConfig) -> float | None:
 
 def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = None, *,
         out_dir: str | Path | None = None, overwrite: bool = False, run_info: dict[str, Any] | None = None,
-        param_groups: list[dict] | None = None, unfreeze_next=None, may_grow: tuple[str, ...] = ()) -> FitResult:
+        param_groups: list[dict] | None = None, unfreeze_next=None, may_grow: tuple[str, ...] = (),
+        extra_callbacks: list[pl.Callback] | None = None, profiler=None) -> FitResult:
     """Train ``model`` in place on ``train``, choose its weights on ``val``; resumable from ``out_dir``.
 
     Args:
@@ -106,6 +108,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         param_groups: optimiser groups (``{"params": [...], "lr": ...}``); default: one group.
         unfreeze_next: ``f(model) -> block name or None`` for ``config.gradual_unfreeze_every``.
         may_grow: ``run.json`` keys allowed to grow on resume (see :meth:`RunFolder.start`).
+        extra_callbacks, profiler: passed to the ``Trainer`` (e.g. a Lightning profiler for benchmarks).
 
     Returns:
         :class:`FitResult`; ``result.model`` is ``model`` with the best validation epoch's weights (the
@@ -124,6 +127,8 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
                          f"{ntargets}: build it with ntargets={len(targets)} or load the data with one target")
     if val is not None and len(val) == 0:
         val = None
+    if config.allocator == "keep":
+        keep_freed_memory()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     t0 = time.time()
 
@@ -136,7 +141,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     run = RunFolder(out_dir_path)
     is_zero = _is_global_zero()
     record = {
-        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers")},
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers", "allocator")},
         "targets": list(targets),
         "model": {"class": type(model).__name__, "start_weights": tensor_digest(model.state_dict())},
         "data": {"train": data_digest(train, targets), "val": data_digest(val, targets)},
@@ -164,7 +169,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
             raise ValueError("gradual_unfreeze_every needs unfreeze_next (finetune provides it)")
         unfreezer = GradualUnfreezing(config.gradual_unfreeze_every, unfreeze_next)
         callbacks.append(unfreezer)
-    callbacks += [KeepFrozenInEval(), last, LearningRateMonitor(logging_interval="epoch")]
+    callbacks += [KeepFrozenInEval(), last, LearningRateMonitor(logging_interval="epoch"), *(extra_callbacks or [])]
 
     from ._run import SafeCheckpointIO
 
@@ -174,7 +179,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         logger=CSVLogger(out_dir_path, name="logs"), callbacks=callbacks, plugins=[SafeCheckpointIO()],
         use_distributed_sampler=False, enable_progress_bar=config.progress, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=1.0 if val is not None else 0, default_root_dir=out_dir_path,
-        log_every_n_steps=1 << 30,
+        log_every_n_steps=1 << 30, profiler=profiler,
     )
     start_epoch = 0
     if resume:
