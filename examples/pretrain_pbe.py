@@ -61,6 +61,11 @@ def main() -> None:
                         help="after training, shift the output by the constant that minimises the validation MAE "
                              "(with --output-min applied): for Huber/MSE-trained models of piled-up targets")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
+    parser.add_argument("--devices", default="auto", help="devices (processes) per node")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="e.g. ddp")
+    parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--run", type=Path, default=None, help="run folder (default runs/<name>)")
@@ -89,7 +94,11 @@ def main() -> None:
     trained = model.finetune(parts["train"], parts["val"], policy=args.policy if args.parent else "full", renormalize=True, epochs=args.epochs,
                              lr=args.lr, period=args.period or args.epochs, batch_size=args.batch_size,
                              loss=args.loss, huber_delta=args.huber_delta, average_last=args.average_last,
-                             out_dir=run, seed=args.seed)
+                             out_dir=run, seed=args.seed, accelerator=args.accelerator,
+                             devices=int(args.devices) if args.devices.isdigit() else args.devices,
+                             num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision)
+    if not trained.fit_result.is_global_zero:  # with several processes, rank 0 tests and saves
+        return
     seconds = time.time() - t0
     trained.set_output_min(args.output_min)  # inference only: training is the same with or without it
     calibration = calibrate_offset(trained, parts["val"]) if args.calibrate_offset else None
