@@ -132,7 +132,7 @@ def main() -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        fit(model.train(), train, val, config, out_dir=tmp, extra_callbacks=[clock], profiler=profiler)
+        fitted = fit(model.train(), train, val, config, out_dir=tmp, extra_callbacks=[clock], profiler=profiler)
     # model-only again after the run: the two model-only figures bracket the end-to-end one in time
     torch.manual_seed(0)
     again = CGAT.from_preset("small")
@@ -156,6 +156,7 @@ def main() -> int:
         "end_to_end_steady_structures_per_s": round(steady, 1),
         "end_to_end_over_model_only": round(steady / model_rate, 3),
         "share_of_epoch_time": where,
+        "val_mae_per_epoch": [round(r["val_mae"], 4) for r in fitted.history],
         "torch": torch.__version__, "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")
         if os.path.exists("/proc/cpuinfo") else None,
         "date": time.strftime("%Y-%m-%d"),
