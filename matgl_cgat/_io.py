@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +18,33 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder (created if needed) and a rename."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """Yield a temporary path in ``path``'s folder (created if needed); on success it replaces ``path``.
+
+    For writers that want a file name (``savefig``, ``dgl.save_graphs``): whatever they write appears
+    under ``path`` whole or not at all.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`), synced to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from matgl_cgat._io import file_mode
+from matgl_cgat._io import atomic_path
 
 __all__ = ["plot_budget", "plot_parity", "plot_scaling", "plot_training_curve"]
 
@@ -35,16 +33,9 @@ def _save(fig, out_png: str | Path) -> Path:
     """Write ``fig`` atomically to ``out_png`` (temporary file in the same folder, then ``os.replace``) and close it."""
     plt = _pyplot()
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
     finally:
         plt.close(fig)
     return out

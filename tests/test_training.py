@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lightning as pl
 import numpy as np
-import pytest
 import torch
 from matgl.graph.data import MGLDataLoader, collate_fn_graph
 from matgl.utils.training import ModelLightningModule

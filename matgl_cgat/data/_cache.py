@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import dgl
 import torch
 
-from matgl_cgat._io import atomic_write_text  # noqa: F401 - the data modules import it from here
+from matgl_cgat._io import atomic_path, atomic_write_text
 
 #: Bumped whenever the shard layout or graph content changes.
 CACHE_FORMAT = 1
@@ -38,17 +36,10 @@ def shard_paths(root: Path, index: int) -> tuple[Path, Path]:
 def write_shard(root: Path, index: int, graphs: list, lattices: list, meta: dict) -> None:
     """Write graphs and metadata of one shard atomically (graphs first; the metadata marks completion)."""
     bin_path, meta_path = shard_paths(root, index)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{bin_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(bin_path) as tmp:
         if graphs:
             dgl.save_graphs(tmp, graphs, {"lattice": torch.stack(lattices)})
         # a shard whose records were all skipped keeps an empty file: it is complete, nothing to load
-        os.replace(tmp, bin_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     atomic_write_text(meta_path, json.dumps(meta))
 
 

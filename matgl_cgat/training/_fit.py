@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ._allocator import keep_freed_memory
 from ._callbacks import GradualUnfreezing, KeepFrozenInEval, WeightAveraging
 from ._config import TrainConfig
-from ._data import GraphDataModule, collate_graphs, dataset_targets
+from ._data import GraphDataModule, dataset_targets
 from ._module import TrainingModule
 from ._run import RunFolder, data_digest, load_checkpoint, read_metrics, tensor_digest, write_metrics_csv
 
@@ -69,25 +69,18 @@ def _state_without_prefix(state: dict[str, torch.Tensor], prefix: str = "model."
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-@torch.no_grad()
-def _val_mae(module: TrainingModule, val, config: TrainConfig) -> float | None:
-    """Validation MAE (the module's ``val_mae``) of the module's current weights, in this process."""
-    if val is None:
+def _validate(module: TrainingModule, datamodule: GraphDataModule, config: TrainConfig) -> float | None:
+    """``val_mae`` of the module's current weights, by Lightning's own validation loop (all ranks)."""
+    if datamodule.val_set is None:
         return None
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(val, batch_size=config.batch_size, shuffle=False,
-                        collate_fn=lambda items: collate_graphs(items, module.targets))
-    was = module.model.training
-    module.model.eval()
-    for batch in loader:
-        loss, abs_err, counts = module._errors(batch.to(module.model.data_mean.device))
-        module._accumulate("val", loss, abs_err, counts, len(batch))
-    sums = module._sums.pop("val")
-    module.model.train(was)
-    n = len(module.targets)
-    mae = sums[2 : 2 + n] / sums[2 + n :].clamp(min=1)
-    return float(mae[0]) if n == 1 else float((mae / module.model.data_std).mean())
+    trainer = pl.Trainer(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
+                         strategy=config.strategy, precision=config.precision, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         use_distributed_sampler=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device`.*")
+        warnings.filterwarnings("ignore", ".*sync_dist=True.*")
+        return float(trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val_mae"])
 
 
 def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = None, *,
@@ -206,7 +199,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
             warnings.warn(f"{out_dir_path}: averaged only epochs {averager.epochs}, not the last "
                           f"{config.average_last}", stacklevel=2)
         model.load_state_dict(averager.averaged_state(model))
-        weight_average = {"epochs": list(averager.epochs), "val_mae": _val_mae(module, val, config)}
+        weight_average = {"epochs": list(averager.epochs), "val_mae": _validate(module, datamodule, config)}
     elif best_epoch is not None:
         model.load_state_dict(_state_without_prefix(saved["state_dict"]))
     history = read_metrics(out_dir_path)
