@@ -76,7 +76,7 @@ def _data_args(p: argparse.ArgumentParser, target_required: bool = True) -> None
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
-def _parts(args: argparse.Namespace, model=None) -> dict:
+def _parts(args: argparse.Namespace, model=None):
     from matgl_cgat.data import prepare_splits
 
     if args.threads:
@@ -86,8 +86,8 @@ def _parts(args: argparse.Namespace, model=None) -> dict:
     converter = model.graph_converter() if model is not None and hasattr(model, "graph_converter") else None
     parts = prepare_splits(args.target, args.data, splits=args.splits, split_key=args.split_key, seed=args.seed,
                            max_train=args.max_train, cache_dir=args.cache, converter=converter)
-    print(f"{parts['source']}: {args.target}, {parts['split']}: train {len(parts['train'])}, val {len(parts['val'])}, "
-          f"test {len(parts['test'])}; {parts['skipped']} records skipped (no {args.target} label or unusable)")
+    print(f"{parts.source}: {args.target}, {parts.split}: train {len(parts.train)}, val {len(parts.val)}, "
+          f"test {len(parts.test)}; {parts.skipped} records skipped (no {args.target} label or unusable)")
     return parts
 
 
@@ -212,7 +212,7 @@ def _scaling_run(args: argparse.Namespace) -> int:
 
         parent = matgl.load_model(args.parent)
     parts = _parts(args, parent)
-    rows = run_learning_curve(parts["train"], parts["val"], parts["test"], target=args.target, sizes=args.sizes,
+    rows = run_learning_curve(parts.train, parts.val, parts.test, target=args.target, sizes=args.sizes,
                               out_dir=args.out, strategies=args.strategies, seeds=args.seeds, parent=parent,
                               preset=args.preset, epochs=args.epochs, lr_scratch=args.lr_scratch,
                               lr_transfer=args.lr_transfer, batch_size=args.batch_size)

@@ -41,10 +41,12 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
     return metrics
 
 
-def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "full", renormalize: bool = True,
+def train(model, parts, target: str, out: str | Path, *, policy: str = "full", renormalize: bool = True,
           config=None, output_min: float | None | str = "auto", calibrate: bool = False, card: dict | None = None,
           overwrite: bool = False):
-    """Fine-tune ``model`` (or train a fresh one) on ``parts['train']``, test on ``parts['test']``, save all.
+    """Fine-tune ``model`` (or train a fresh one) on ``parts.train``, test on ``parts.test``, save all.
+
+    ``parts`` is a :class:`matgl_cgat.data.Splits` (``prepare_splits``, ``split_from_file``).
 
     Training goes through :func:`matgl_cgat.transfer.finetune` and so :func:`matgl_cgat.training.fit`
     with ``config`` (a :class:`~matgl_cgat.training.TrainConfig`; default: the ``cpu`` recipe). Returns
@@ -58,38 +60,38 @@ def train(model, parts: dict, target: str, out: str | Path, *, policy: str = "fu
 
     out = Path(out)
     config = config or recipe("cpu")
-    if calibrate and parts.get("val") is None:
+    if calibrate and parts.val is None:
         raise ValueError("calibrate needs a validation split")
     t0 = time.time()
-    trained = finetune(model, parts["train"], parts.get("val"), policy=policy, renormalize=renormalize,
+    trained = finetune(model, parts.train, parts.val, policy=policy, renormalize=renormalize,
                        output_min=output_min, config=config, out_dir=out / "run", overwrite=overwrite)
     seconds = time.time() - t0
     calibration = None
     if calibrate:
         from matgl_cgat.transfer import calibrate_offset
 
-        calibration = {**calibrate_offset(trained, parts["val"]), "on": "validation split"}
+        calibration = {**calibrate_offset(trained, parts.val), "on": "validation split"}
     units = (card or {}).get("units", "")
     if not trained.fit_result.is_global_zero:
         return trained, None
-    metrics = evaluate(trained, parts["test"], target, out, units=units)
+    metrics = evaluate(trained, parts.test, target, out, units=units)
     record = trained.metadata["finetune"]
-    y_train = np.asarray(parts["train"].labels[target], dtype=float)
+    y_train = np.asarray(parts.train.labels[target], dtype=float)
     trained.metadata = {
         **(card or {}),
         "property": target,
-        "split": parts.get("split"),
-        "data": parts.get("source"),
+        "split": parts.split,
+        "data": parts.source,
         "policy": policy,
         "output_min": record["output_min"],
         "offset_calibration": calibration,
         "training": {**{k: record[k] for k in ("best_epoch", "best_val_mae", "weight_average", "renormalize",
                                                "trainable_parameters", "frozen_parameters") if k in record},
                      **record["training"]["config"]},
-        "n_train": len(parts["train"]),
+        "n_train": len(parts.train),
         "test_mae": metrics["mae"],
         "test_metrics": metrics,
-        "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - parts["test"].labels[target]).mean()),
+        "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - parts.test.labels[target]).mean()),
         "train_seconds_this_invocation": round(seconds),
     }
     trained.save(out / "model")

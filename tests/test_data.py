@@ -309,6 +309,10 @@ def test_splits(jsonl, tmp_path):
         split_from_file(ds, tmp_path / "splits.json", "e_form")
     parts = split_from_file(ds, tmp_path / "splits.json", "e_form", allow_missing=True)
     assert parts["train"].ids == ["m-0", "m-2", "m-4", "m-5"] and parts["missing"]["test"] == ["m-99"]
+    assert parts.train is parts["train"] and parts.val.ids == ["m-1"] and parts.split == "splits.json['e_form']"
+    (tmp_path / "bad.json").write_text(json.dumps({"e_form": {"train": ["m-0"], "tset": ["m-3"]}}))
+    with pytest.raises(DataError, match=r"bad.json: split 'e_form' must have 'train' and 'test'"):
+        split_from_file(ds, tmp_path / "bad.json", "e_form")
     a, b, c = random_split(ds, (0.5, 0.25, 0.25), seed=3)
     assert (len(a), len(b), len(c)) == (3, 2, 1) and not set(a.ids) & set(b.ids)
     assert random_split(ds, seed=3)[0].ids == random_split(ds, seed=3)[0].ids

@@ -8,13 +8,14 @@ from ._mgl import graph_dataset
 from ._paths import ENV_VAR, default_data_dir
 from ._prepare import prepare_splits
 from ._sources import Records, read_structures
-from ._splits import load_splits, nested_subsets, random_split, split_from_file
+from ._splits import Splits, load_splits, nested_subsets, random_split, split_from_file
 
 __all__ = [
     "ENV_VAR",
     "DataError",
     "GraphDataset",
     "Records",
+    "Splits",
     "default_data_dir",
     "graph_dataset",
     "load_dataset",

@@ -11,14 +11,14 @@ from pathlib import Path
 from ._dataset import load_dataset
 from ._errors import DataError
 from ._paths import default_data_dir
-from ._splits import nested_subsets, random_split, split_from_file
+from ._splits import Splits, nested_subsets, random_split, split_from_file
 
 
 def prepare_splits(target: str, data: str | Path | None = None, *, splits: str | Path | None = None,
                    split_key: str | None = None, fractions=(0.8, 0.1, 0.1), seed: int = 0,
                    max_train: int | None = None, cache_dir: str | Path | None = None, converter=None,
-                   progress: bool = True) -> dict:
-    """Datasets ``train``, ``val``, ``test`` for ``target``, plus ``source`` and ``split`` descriptions.
+                   progress: bool = True) -> Splits:
+    """:class:`Splits` (``train``, ``val``, ``test``) for ``target``, with ``source`` and ``split`` descriptions.
 
     Args:
         data: a data file or folder for :func:`load_dataset`, or a folder holding one JSON-lines file
@@ -47,12 +47,12 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
         how = f"{Path(splits).name}[{key!r}]"
     else:
         train, val, test = random_split(ds, fractions, seed=seed)
-        parts = {"train": train, "val": val, "test": test}
+        parts = Splits(train, val, test)
         how = f"random {'/'.join(f'{f:g}' for f in fractions)} split, seed {seed}"
-    if len(parts["train"]) == 0:
+    if len(parts.train) == 0:
         raise DataError(f"{data}: the training split for {target!r} is empty")
-    if max_train is not None and 0 < max_train < len(parts["train"]):
-        parts["train"] = parts["train"].subset(nested_subsets(len(parts["train"]), [max_train], seed=seed)[0])
+    if max_train is not None and 0 < max_train < len(parts.train):
+        parts.train = parts.train.subset(nested_subsets(len(parts.train), [max_train], seed=seed)[0])
         how += f", first {max_train} training structures of seed {seed}"
-    return {"train": parts["train"], "val": parts["val"], "test": parts["test"], "source": str(data), "split": how,
-            "skipped": len(ds.skipped)}
+    parts.source, parts.split, parts.skipped = str(data), how, len(ds.skipped)
+    return parts

@@ -4,11 +4,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._errors import DataError
+
+
+@dataclass
+class Splits:
+    """Train / validation / test datasets of one target, and where they came from.
+
+    Attributes:
+        train, val, test: the datasets (``val`` may be None).
+        source: the data file or folder; split: how the split was made (e.g. ``splits.json['gap_hse']``).
+        missing: ids of the split file absent from the data, per part (``allow_missing=True``).
+        skipped: records the reader skipped.
+    ``splits["train"]`` works too (the dict these functions returned before).
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    source: str | None = None
+    split: str | None = None
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    skipped: int = 0
+
+    def __getitem__(self, name: str):
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default=None):
+        return getattr(self, name, default)
 
 
 def load_splits(path: str | Path, key: str) -> dict[str, list[str]]:
@@ -23,14 +55,14 @@ def load_splits(path: str | Path, key: str) -> dict[str, list[str]]:
     return {part: [str(i) for i in ids] for part, ids in splits[key].items()}
 
 
-def split_from_file(dataset, path: str | Path, key: str, *, allow_missing: bool = False) -> dict:
+def split_from_file(dataset, path: str | Path, key: str, *, allow_missing: bool = False) -> Splits:
     """Subsets of ``dataset`` for the fixed splits in a ``splits.json`` file (shared layout).
 
     ``{key: {"train": [ids], "val": [ids], "test": [ids]}}``. Ids of the split that the dataset
     does not hold raise :class:`DataError` (they were skipped or belong to other data) unless
-    ``allow_missing``; then they are reported in the returned ``"missing"`` entry.
+    ``allow_missing``; then they are reported in ``missing``.
     """
-    out: dict = {"missing": {}}
+    out: dict = {"missing": {}, "val": None}
     for part, ids in load_splits(path, key).items():
         positions, missing = dataset.positions_of(ids)
         if missing and not allow_missing:
@@ -40,7 +72,12 @@ def split_from_file(dataset, path: str | Path, key: str, *, allow_missing: bool 
             )
         out[part] = dataset.subset(positions)
         out["missing"][part] = missing
-    return out
+    unknown = sorted(set(out) - {"train", "val", "test", "missing"})
+    if unknown or "train" not in out or "test" not in out:
+        raise DataError(f"{path}: split {key!r} must have 'train' and 'test' (and 'val') id lists, got "
+                        f"{sorted(set(out) - {'missing'})}")
+    return Splits(out["train"], out["val"], out["test"], source=None, split=f"{Path(path).name}[{key!r}]",
+                  missing=out["missing"])
 
 
 def random_split(dataset, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> list:
