@@ -98,6 +98,7 @@ def test_multi_target_model_trains_on_both_and_logs_each(tmp_path):
     assert best["val_mae_a"] == pytest.approx(maes[0], rel=1e-4)
     assert best["val_mae_b"] == pytest.approx(maes[1], rel=1e-4)
     assert best["val_mae"] == pytest.approx((maes[0] / 1.0 + maes[1] / 0.5) / 2, rel=1e-4)
+    assert result.record()["best_val_mae_per_target"] == {"a": best["val_mae_a"], "b": best["val_mae_b"]}
     with pytest.raises(ValueError, match=r"carries 2 target\(s\) \['a', 'b'\] but the model predicts 1"):
         fit(make_model(), train, val, recipe("cpu", epochs=1, progress=False))
 

@@ -49,6 +49,16 @@ class FitResult:
     is_global_zero: bool = True
     world_size: int = 1
 
+    @property
+    def best_val_mae_per_target(self) -> dict[str, float] | None:
+        """Validation MAE of each target (its units) at the best epoch."""
+        row = next((r for r in self.history if r.get("epoch") == self.best_epoch), None)
+        if row is None:
+            return None
+        if len(self.targets) == 1:
+            return {self.targets[0]: row.get("val_mae")}
+        return {t: row.get(f"val_mae_{t}") for t in self.targets}
+
     def record(self) -> dict[str, Any]:
         """Plain values for a model card."""
         return {
@@ -56,6 +66,7 @@ class FitResult:
             "targets": list(self.targets),
             "best_epoch": self.best_epoch,
             "best_val_mae": self.best_val_mae,
+            **({"best_val_mae_per_target": self.best_val_mae_per_target} if len(self.targets) > 1 else {}),
             "resumed_from_epoch": self.resumed_from_epoch,
             "epochs_run": self.epochs_run,
             "seconds": round(self.seconds, 1),
