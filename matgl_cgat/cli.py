@@ -35,7 +35,20 @@ def _predict(args: argparse.Namespace) -> int:
         return 2
     models = {Path(n).name: matgl.load_model(n) for n in names}
     structures = read_structure_files(args.files) if args.files else example_structures()
-    rows = predict_all(models, structures)
+    references = None
+    if args.labels != "none" and (args.files == [] or args.labels != "auto"):
+        from matgl_cgat._reference import find_in_data
+        from matgl_cgat.data import default_data_dir
+
+        source = Path(args.labels) if args.labels not in ("auto", "mp_gap") else None
+        if source is None:
+            folder = default_data_dir()
+            source = folder / "mp_gap.jsonl.gz" if folder is not None else None
+        if source is not None and source.is_file():
+            references = find_in_data(structures, source)
+        elif args.labels != "auto":
+            raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
+    rows = predict_all(models, structures, references)
     fmt = "table"
     if args.out:
         fmt = "json" if args.out.suffix.lower() == ".json" else "csv"
@@ -318,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every shipped model)")
     p.add_argument("--out", type=Path, help="write .csv or .json instead of printing a table")
     p.add_argument("--format", choices=["table", "csv", "json"], help="format when printing")
+    p.add_argument("--labels", default="auto", help="show beside each prediction the DFT value of the same "
+                   "crystal in a JSON-lines data file: a path, 'mp_gap' (the shared data), 'none', or 'auto' "
+                   "(default: the shared data for the built-in crystals, when it is there)")
     p.set_defaults(func=_predict)
 
     m = sub.add_parser("models", help="list the shipped models with their model cards")

@@ -70,10 +70,17 @@ def read_structure_files(paths: Sequence[str | Path]) -> dict:
     return out
 
 
-def predict_all(models: dict, structures: dict) -> list[dict]:
+def property_of(model) -> str | None:
+    return (getattr(model, "metadata", None) or {}).get("property")
+
+
+def predict_all(models: dict, structures: dict, references: dict | None = None) -> list[dict]:
     """One row per structure: id, formula, then one prediction per model.
 
-    Each structure is converted once per distinct converter setting, not once per model.
+    Each structure is converted once per distinct converter setting, not once per model. With
+    ``references`` (``{structure id: {"mat_id", label: value}}``, see
+    :func:`matgl_cgat._reference.find_in_data`) a row also gets ``reference_id`` and, per model, the
+    reference value of the model's property as ``<model> label`` (empty when there is none).
     """
     import torch
 
@@ -89,6 +96,10 @@ def predict_all(models: dict, structures: dict) -> list[dict]:
             model.eval()
             with torch.no_grad():
                 row[name] = float(model(graphs[key]))
+            if references is not None:
+                row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
+        if references is not None:
+            row["reference_id"] = references.get(sid, {}).get("mat_id", "")
         rows.append(row)
     return rows
 
@@ -107,8 +118,20 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
+    labelled = any(f"{n} label" in r for r in rows for n in models)
+
+    def cell(r: dict, n: str) -> str:
+        label = r.get(f"{n} label", "")
+        return f"{r[n]:+.3f}" + (f" ({label:+.3f})" if label != "" else "    " if labelled else "")
+
     headers = ["structure", "formula"] + [f"{n} ({units_of(m)})" for n, m in models.items()]
-    table = [[r["id"], r["formula"]] + [f"{r[n]:+.3f}" for n in models] for r in rows]
+    table = [[r["id"], r["formula"]] + [cell(r, n) for n in models] for r in rows]
+    if labelled:
+        headers.append("in mp_gap")
+        table = [line + [r.get("reference_id", "") or "-"] for line, r in zip(table, rows)]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [headers, *table]]
+    if labelled:
+        lines.append("(in brackets: the DFT value of the same crystal in the shared mp_gap data, matched with "
+                     "pymatgen's StructureMatcher)")
     return "\n".join(lines)

@@ -63,3 +63,39 @@ def test_models_lists_cards(tmp_path, saved_model, capsys, monkeypatch):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "CGAT-Listed" in out and "units: eV/atom" in out
+
+
+def test_predict_shows_reference_labels_of_matching_crystals(tmp_path, saved_model, nacl, copper, capsys):
+    """A labels file holding a scaled copy of NaCl (matched: StructureMatcher ignores scale) and a
+    different NaCl polymorph-free decoy (CsCl-type, not matched)."""
+    from pymatgen.core import Lattice, Structure
+
+    scaled = nacl.copy()
+    scaled.scale_lattice(nacl.volume * 1.05)
+    decoy = Structure(Lattice.cubic(3.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    data = tmp_path / "ref.jsonl"
+    data.write_text("\n".join(json.dumps({"mat_id": mid, "structure": s.as_dict(), "e_form": v})
+                              for mid, s, v in (("decoy", decoy, -9.0), ("ref-1", scaled, -2.1))) + "\n")
+    nacl.to(filename=str(tmp_path / "nacl.cif"))
+    copper.to(filename=str(tmp_path / "cu.cif"))
+    files = [str(tmp_path / "nacl.cif"), str(tmp_path / "cu.cif")]
+    assert main(["predict", *files, "--model", str(saved_model), "--labels", str(data),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "p.csv"))}
+    assert rows["nacl"]["reference_id"] == "ref-1" and float(rows["nacl"]["model label"]) == -2.1
+    assert rows["cu"]["reference_id"] == "" and rows["cu"]["model label"] == ""
+    capsys.readouterr()
+    assert main(["predict", *files, "--model", str(saved_model), "--labels", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "(-2.100)" in out and "ref-1" in out and "in mp_gap" in out
+    assert main(["predict", *files, "--model", str(saved_model), "--labels", "none"]) == 0
+    assert "ref-1" not in capsys.readouterr().out
+    assert main(["predict", *files, "--model", str(saved_model), "--labels", str(tmp_path / "no.jsonl")]) == 2
+    assert "no.jsonl not found" in capsys.readouterr().err
+
+
+def test_default_demo_shows_the_shared_labels(shared_data, capsys):
+    assert main(["predict", "--model", "CGAT-PBE-BandGap"]) == 0
+    out = capsys.readouterr().out
+    si = next(line for line in out.splitlines() if line.startswith("Si (diamond)"))
+    assert "(+0.612)" in si and "mp-149" in si
