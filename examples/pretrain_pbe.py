@@ -124,7 +124,7 @@ def main() -> None:
         "output_min": args.output_min,
         "offset_calibration": calibration and {**calibration, "on": "validation split"},
         "training": {k: record[k] for k in ("epochs", "lr", "period", "loss", "huber_delta", "best_epoch",
-                                            "best_val_mae", "weight_average", "seed")
+                                            "best_val_mae", "weight_average", "seed", "stopped_at_epoch")
                      if k in record},
         "test_mae": test_mae,
         "test_mae_predicting_train_median": baseline,

@@ -182,3 +182,22 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     mae = float(np.abs(model.predict_dataset(val) - val.labels["y"]).mean())
     assert ranks[0]["best_val_mae"] == pytest.approx(mae, rel=1e-4)  # validation reduced over both ranks
     assert ranks[1]["test_metrics"] is None
+
+
+def test_a_stop_file_ends_the_run_after_the_epoch_and_the_same_call_resumes(tmp_path):
+    import lightning as pl
+
+    class TouchStop(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                (tmp_path / "run" / "STOP").touch()
+
+    data = load_dataset(_structures(12), "y", labels=[float(i % 4) for i in range(12)], progress=False)
+    config = recipe("cpu", epochs=4, lr=3e-3, batch_size=4, progress=False)
+    model = make_model()
+    stopped = fit(model.train(), data, data, config, out_dir=tmp_path / "run", extra_callbacks=[TouchStop()])
+    assert stopped.stopped_at_epoch == 1 and [r["epoch"] for r in stopped.history] == [0, 1]
+    assert stopped.best_epoch in (0, 1) and (tmp_path / "run" / "STOP").exists()
+    resumed = fit(make_model().train(), data, data, config, out_dir=tmp_path / "run")
+    assert resumed.resumed_from_epoch == 2 and resumed.stopped_at_epoch is None
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2, 3] and not (tmp_path / "run" / "STOP").exists()

@@ -106,6 +106,33 @@ class KeepFrozenInEval(pl.Callback):
             m.eval()
 
 
+class StopFile(pl.Callback):
+    """End the run gracefully at the end of the epoch during which ``path`` appears (``touch RUN/STOP``).
+
+    The run then returns its best weights and writes its files as if it had finished, and its
+    checkpoint is that of a finished epoch, so the same call later resumes it (the file is removed
+    when a run starts). What a long CPU run needs when the machine must be handed back.
+    """
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.stopped_at: int | None = None
+
+    def on_fit_start(self, trainer, module):
+        if trainer.is_global_zero:
+            self.path.unlink(missing_ok=True)
+
+    def on_train_epoch_end(self, trainer, module):
+        flag = torch.tensor(float(self.path.exists()), device=module.device)
+        if trainer.world_size > 1:
+            flag = trainer.strategy.reduce(flag, reduce_op="sum")
+        if float(flag) > 0:
+            trainer.should_stop = True
+            self.stopped_at = trainer.current_epoch
+
+
 def warn_short_average(run: str, epochs: list[int], wanted: int) -> None:
     if len(epochs) < wanted:
         warnings.warn(f"{run}: averaged only epochs {epochs}, not the last {wanted}", stacklevel=3)

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ._allocator import keep_freed_memory
-from ._callbacks import GradualUnfreezing, KeepFrozenInEval, WeightAveraging
+from ._callbacks import GradualUnfreezing, KeepFrozenInEval, StopFile, WeightAveraging
 from ._config import TrainConfig
 from ._data import GraphDataModule, dataset_targets
 from ._module import TrainingModule
@@ -48,6 +48,7 @@ class FitResult:
     unfrozen: list[tuple[int, str]] = field(default_factory=list)
     is_global_zero: bool = True
     world_size: int = 1
+    stopped_at_epoch: int | None = None
 
     @property
     def best_val_mae_per_target(self) -> dict[str, float] | None:
@@ -71,6 +72,7 @@ class FitResult:
             "epochs_run": self.epochs_run,
             "seconds": round(self.seconds, 1),
             "world_size": self.world_size,
+            **({"stopped_at_epoch": self.stopped_at_epoch} if self.stopped_at_epoch is not None else {}),
             **({"weight_average": self.weight_average} if self.weight_average else {}),
             **({"unfrozen": [list(u) for u in self.unfrozen]} if self.unfrozen else {}),
         }
@@ -106,7 +108,8 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         train, val: datasets of MatGL ``(graph, lattice, state, {target: label})`` items; a model with
             ``ntargets`` T needs items with T labels (NaN where missing).
         config: :class:`TrainConfig` (default: ``TrainConfig()``).
-        out_dir: run folder; default: a temporary one (then nothing resumes).
+        out_dir: run folder; default: a temporary one (then nothing resumes). A file ``out_dir/STOP``
+            ends the run at the end of the current epoch (graceful; the same call resumes it later).
         overwrite: discard a previous run in ``out_dir`` instead of resuming it.
         run_info: extra plain values recorded in ``run.json`` and checked on resume (policy, parent...).
         param_groups: optimiser groups (``{"params": [...], "lr": ...}``); default: one group.
@@ -173,7 +176,9 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
             raise ValueError("gradual_unfreeze_every needs unfreeze_next (finetune provides it)")
         unfreezer = GradualUnfreezing(config.gradual_unfreeze_every, unfreeze_next)
         callbacks.append(unfreezer)
-    callbacks += [KeepFrozenInEval(), last, LearningRateMonitor(logging_interval="epoch"), *(extra_callbacks or [])]
+    stop = StopFile(out_dir_path / "STOP")
+    callbacks += [KeepFrozenInEval(), stop, last, LearningRateMonitor(logging_interval="epoch"),
+                  *(extra_callbacks or [])]
 
     from ._run import SafeCheckpointIO
 
@@ -226,7 +231,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         best_epoch=best_epoch, best_val_mae=best_val, resumed_from_epoch=start_epoch,
         epochs_run=trainer.current_epoch - start_epoch, seconds=time.time() - t0, history=history,
         weight_average=weight_average, unfrozen=list(unfreezer.unfrozen) if unfreezer else [],
-        is_global_zero=trainer.is_global_zero, world_size=trainer.world_size,
+        is_global_zero=trainer.is_global_zero, world_size=trainer.world_size, stopped_at_epoch=stop.stopped_at,
     )
     if tmp is not None:
         tmp.cleanup()

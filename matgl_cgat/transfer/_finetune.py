@@ -121,6 +121,7 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
         "unfrozen": [list(u) for u in result.unfrozen],
         **({"weight_average": result.weight_average} if result.weight_average else {}),
         "resumed_from_epoch": result.resumed_from_epoch,
+        **({"stopped_at_epoch": result.stopped_at_epoch} if result.stopped_at_epoch is not None else {}),
         "seed": config.seed,
         "output_min": getattr(tuned, "output_min", None),
         "targets": list(result.targets),
