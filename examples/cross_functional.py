@@ -73,6 +73,7 @@ def main() -> None:
                 run_dir = args.runs / f"{args.target}_n{size}_{strategy}_s{seed}"
                 if key in done and not (args.save and strategy == "full" and size == sizes[-1]):
                     continue
+                torch.manual_seed(seed)  # scratch weights depend on the seed only: an interrupted run resumes
                 source = CGAT.from_preset((parent.metadata or {}).get("preset", "small")) if strategy == "scratch" \
                     else parent
                 t0 = time.time()

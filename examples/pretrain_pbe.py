@@ -89,6 +89,7 @@ def main() -> None:
         model = matgl.load_model(args.parent)
         preset = model.metadata.get("preset", args.preset) if isinstance(model.metadata, dict) else args.preset
     else:
+        torch.manual_seed(args.seed)  # the starting weights follow --seed, so an interrupted run resumes
         model, preset = CGAT.from_preset(args.preset), args.preset
     t0 = time.time()
     trained = model.finetune(parts["train"], parts["val"], policy=args.policy if args.parent else "full", renormalize=True, epochs=args.epochs,

@@ -162,7 +162,9 @@ def _loss_kwargs(args: argparse.Namespace) -> dict:
             "config": _train_config(args), "overwrite": args.overwrite}
 
 
-def _report(metrics: dict, out: Path, units: str = "") -> None:
+def _report(metrics: dict | None, out: Path, units: str = "") -> None:
+    if metrics is None:  # a rank other than 0 of a multi-process run: rank 0 reports and saves
+        return
     print("test: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     print(f"saved the model to {out / 'model'} (load with matgl.load_model); plots and metrics in {out}")
 
@@ -172,6 +174,9 @@ def _train(args: argparse.Namespace) -> int:
     from matgl_cgat.workflows import train
 
     fit_kw = _loss_kwargs(args)  # bad options fail before any data is read
+    import torch
+
+    torch.manual_seed(args.seed)  # the starting weights follow --seed (and a resumed run finds the same ones)
     model = CGAT.from_preset(args.preset)
     parts = _parts(args, model)
     card = {"name": args.out.name, "preset": args.preset, "parent": None, "units": args.units}

@@ -46,7 +46,8 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
           overwrite: bool = False):
     """Fine-tune ``model`` (or train a fresh one) on ``parts.train``, test on ``parts.test``, save all.
 
-    ``parts`` is a :class:`matgl_cgat.data.Splits` (``prepare_splits``, ``split_from_file``).
+    ``parts`` is a :class:`matgl_cgat.data.Splits` (``prepare_splits``, ``split_from_file``) or a
+    mapping with ``train``, ``test`` and optionally ``val``.
 
     Training goes through :func:`matgl_cgat.transfer.finetune` and so :func:`matgl_cgat.training.fit`
     with ``config`` (a :class:`~matgl_cgat.training.TrainConfig`; default: the ``cpu`` recipe). Returns
@@ -58,6 +59,9 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
     from matgl_cgat.training import recipe
     from matgl_cgat.transfer import finetune
 
+    from matgl_cgat.data import Splits
+
+    parts = Splits.of(parts)
     out = Path(out)
     config = config or recipe("cpu")
     if calibrate and parts.val is None:

@@ -314,6 +314,10 @@ def test_splits(jsonl, tmp_path):
     with pytest.raises(DataError, match=r"bad.json: split 'e_form' must have 'train' and 'test'"):
         split_from_file(ds, tmp_path / "bad.json", "e_form")
     a, b, c = random_split(ds, (0.5, 0.25, 0.25), seed=3)
+    from matgl_cgat.data import Splits
+
+    as_dict = Splits.of({"train": a, "test": c})
+    assert as_dict.train is a and as_dict.val is None and "val" in as_dict and Splits.of(as_dict) is as_dict
     assert (len(a), len(b), len(c)) == (3, 2, 1) and not set(a.ids) & set(b.ids)
     assert random_split(ds, seed=3)[0].ids == random_split(ds, seed=3)[0].ids
     subsets = nested_subsets(100, [50, 10, 25], seed=0)

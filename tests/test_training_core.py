@@ -159,7 +159,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         summary = json.loads((out / "rank0.json").read_text())
         assert summary["resumed_from_epoch"] == int(die_at.split(":")[0])
-        assert summary["weights"] == reference["weights"]  # bit for bit
+        assert summary["weights"] == reference["weights"]  # bit for bit: the returned (best) weights
+        assert summary["last_weights"] == reference["last_weights"]  # and the last epoch's
         assert summary["best_val_mae"] == reference["best_val_mae"]
 
 
@@ -180,7 +181,8 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 
     model = matgl.load_model(tmp_path / "ddp" / "model")  # one model, written by rank 0
     mae = float(np.abs(model.predict_dataset(val) - val.labels["y"]).mean())
-    assert ranks[0]["best_val_mae"] == pytest.approx(mae, rel=1e-4)  # validation reduced over both ranks
+    # validation reduced over both ranks (9 items: 5 + 4, no item counted twice)
+    assert ranks[0]["best_val_mae"] == pytest.approx(mae, rel=1e-4) and len(val) == 9
     assert ranks[1]["test_metrics"] is None
 
 
@@ -201,3 +203,16 @@ def test_a_stop_file_ends_the_run_after_the_epoch_and_the_same_call_resumes(tmp_
     resumed = fit(make_model().train(), data, data, config, out_dir=tmp_path / "run")
     assert resumed.resumed_from_epoch == 2 and resumed.stopped_at_epoch is None
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2, 3] and not (tmp_path / "run" / "STOP").exists()
+
+
+def test_a_stop_before_the_averaging_window_returns_the_best_epoch(tmp_path):
+    import lightning as pl
+
+    class TouchStop(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            (tmp_path / "run" / "STOP").touch()
+
+    data = load_dataset(_structures(12), "y", labels=[float(i % 4) for i in range(12)], progress=False)
+    result = fit(make_model().train(), data, data, recipe("cpu", epochs=4, batch_size=4, average_last=2, progress=False),
+                 out_dir=tmp_path / "run", extra_callbacks=[TouchStop()])
+    assert result.stopped_at_epoch == 0 and result.weight_average is None and result.best_epoch == 0

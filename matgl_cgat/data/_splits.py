@@ -42,6 +42,23 @@ class Splits:
     def get(self, name: str, default=None):
         return getattr(self, name, default)
 
+    def keys(self) -> list[str]:
+        return ["train", "val", "test", "source", "split", "missing", "skipped"]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.keys()
+
+    @classmethod
+    def of(cls, parts) -> Splits:
+        """A ``Splits`` from a ``Splits`` or a mapping with ``train``, ``test`` and optionally ``val``."""
+        if isinstance(parts, cls):
+            return parts
+        return cls(parts["train"], parts.get("val"), parts["test"], source=parts.get("source"),
+                   split=parts.get("split"), missing=parts.get("missing") or {}, skipped=parts.get("skipped", 0))
+
 
 def load_splits(path: str | Path, key: str) -> dict[str, list[str]]:
     """The id lists (``train``, ``val``, ``test``) of ``key`` in a ``splits.json`` file."""

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 #: Edges processed at once; bounds the transient hidden activation to CHUNK_ELEMENTS floats (64 MB).
-#: Chunks well above glibc's 32 MB mmap threshold are returned to the OS when freed; smaller ones
-#: fragmented the heap and measured *higher* peak memory (4.0 GB vs 2.0 GB for 1 << 23 vs 1 << 24 on
-#: a 2,409-atom batch of the paper preset).
+#: Measured with glibc's default allocator: chunks well above its 32 MB mmap threshold were returned
+#: to the OS when freed; smaller ones fragmented the heap and measured *higher* peak memory (4.0 GB vs
+#: 2.0 GB for 1 << 23 vs 1 << 24 on a 2,409-atom batch of the paper preset). Training now keeps freed
+#: memory for reuse (``TrainConfig(allocator="keep")``); the paper preset's peak was not re-measured.
 CHUNK_ELEMENTS = 1 << 24
 
 

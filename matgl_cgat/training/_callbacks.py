@@ -28,8 +28,8 @@ class WeightAveraging(pl.Callback):
         self.averaged: AveragedModel | None = None
         self.epochs: list[int] = []
 
-    # With validation, ModelCheckpoint saves last.ckpt in on_validation_end, before on_train_epoch_end:
-    # adding the epoch there too (once) keeps the checkpoint's mean up to date with its epoch.
+    # ModelCheckpoint saves last.ckpt in on_train_epoch_end or (depending on the validation settings) in
+    # on_validation_end; this callback runs before it in both hooks and adds each epoch once.
     def on_validation_end(self, trainer, module):
         if not trainer.sanity_checking:
             self._add(trainer, module)
@@ -41,6 +41,7 @@ class WeightAveraging(pl.Callback):
         epoch = trainer.current_epoch
         if epoch < self.first_epoch or epoch in self.epochs:
             return
+        self.restore(module.model)
         if self.averaged is None:
             self.averaged = AveragedModel(module.model)
         self.averaged.update_parameters(module.model)
@@ -48,6 +49,7 @@ class WeightAveraging(pl.Callback):
 
     def averaged_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """``model``'s state dict with the averaged parameters in place of its own."""
+        self.restore(model)
         if self.averaged is None:
             raise RuntimeError("no epoch was averaged")
         state = dict(model.state_dict())
@@ -66,10 +68,12 @@ class WeightAveraging(pl.Callback):
         self.epochs = list(state["epochs"])
         self._pending = state["mean"]
 
-    def on_fit_start(self, trainer, module):
+    def restore(self, model: torch.nn.Module) -> None:
+        """Rebuild the running mean from a checkpoint's state, when one was loaded (lazily: strategies
+        restore callback states at different points of ``fit``)."""
         pending = getattr(self, "_pending", None)
         if pending is not None:
-            self.averaged = AveragedModel(module.model)
+            self.averaged = AveragedModel(model)
             self.averaged.load_state_dict(pending)
             self._pending = None
 

@@ -8,11 +8,13 @@ label for a target (the loss masks those).
 Shuffling uses ``torch.utils.data.DistributedSampler`` in every case (with one replica when there
 is one process): its order depends only on the seed and the epoch (Lightning calls ``set_epoch``),
 so a run resumed at epoch k sees the same batches as one that never stopped, and with N processes
-each reads its own 1/N of the items (and so of the on-disk graph cache).
+each reads its own 1/N of the items (and so of the on-disk graph cache). Validation items are
+sharded without repeats (padding items carry no label).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +22,7 @@ from functools import partial
 import dgl
 import lightning as pl
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 @dataclass
@@ -60,6 +62,41 @@ def collate_graphs(items: Sequence[tuple], targets: Sequence[str]) -> GraphBatch
     return GraphBatch(dgl.batch(graphs), torch.tensor(rows, dtype=torch.float32))
 
 
+class _ValidationShard(Sampler):
+    """Rank r of N validates items r, r + N, ...; ranks with one item fewer get a padding index (-1).
+
+    Every rank runs the same number of batches (as ``DistributedDataParallel`` needs), and the padding
+    items carry no label (see :class:`_Padded`), so no structure counts twice in the validation MAE
+    (``DistributedSampler`` would repeat real items instead).
+    """
+
+    def __init__(self, n: int, world: int, rank: int):
+        self.n, self.world, self.rank = n, world, rank
+
+    def __iter__(self):
+        own = list(range(self.rank, self.n, self.world))
+        return iter(own + [-1] * (len(self) - len(own)))
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world)
+
+
+class _Padded(Dataset):
+    """Item -1 is a copy of item 0 without labels: it runs through the model and counts nowhere."""
+
+    def __init__(self, dataset, targets: Sequence[str]):
+        self.dataset, self.targets = dataset, tuple(targets)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        if i >= 0:
+            return self.dataset[i]
+        g, lattice, state, _ = self.dataset[0]
+        return g, lattice, state, {t: float("nan") for t in self.targets}
+
+
 class GraphDataModule(pl.LightningDataModule):
     """Train and validation loaders; samplers are built once the process count and rank are known."""
 
@@ -71,7 +108,10 @@ class GraphDataModule(pl.LightningDataModule):
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        if shuffle:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        else:
+            sampler, dataset = _ValidationShard(len(dataset), world, rank), _Padded(dataset, self.targets)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=partial(collate_graphs, targets=self.targets),
                           persistent_workers=self.num_workers > 0)

@@ -10,6 +10,7 @@ weights to return.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import warnings
@@ -154,7 +155,10 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         "data": {"train": data_digest(train, targets), "val": data_digest(val, targets)},
         **(run_info or {}),
     }
-    resume = run.start(record, overwrite=overwrite, is_global_zero=is_zero, may_grow=may_grow)
+    if overwrite and not is_zero:
+        resume = False  # rank 0 clears the folder; the others must not read it meanwhile
+    else:
+        resume = run.start(record, overwrite=overwrite, is_global_zero=is_zero, may_grow=may_grow)
 
     module = TrainingModule(model, config, targets, param_groups)
     datamodule = GraphDataModule(train, val, targets, config.batch_size, config.seed, config.num_workers)
@@ -190,6 +194,13 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         num_sanity_val_steps=0, limit_val_batches=1.0 if val is not None else 0, default_root_dir=out_dir_path,
         log_every_n_steps=1 << 30, profiler=profiler,
     )
+    if trainer.world_size > 1:
+        if out_dir is None:
+            raise ValueError("training with several processes needs an out_dir on a file system all of them see "
+                             "(the best checkpoint is written by rank 0 and read by every rank)")
+        if config.gradual_unfreeze_every:
+            raise ValueError("gradual_unfreeze_every does not work with several processes: DistributedDataParallel "
+                             "only averages the gradients of parameters trainable when training starts")
     start_epoch = 0
     if resume:
         start_epoch = int(load_checkpoint(run.last_checkpoint).get("epoch", -1)) + 1
@@ -208,6 +219,10 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         saved = load_checkpoint(run.best_checkpoint)
         best_epoch, best_val = int(saved["epoch"]), float(best.best_model_score)
     weight_average = None
+    if averager is not None:
+        averager.restore(model)  # a finished run resumed for nothing has the mean only in its checkpoint
+    if averager is not None and averager.averaged is None and stop.stopped_at is not None:
+        averager = None  # stopped before the averaging window: the best (or last) epoch's weights are returned
     if averager is not None:
         if averager.averaged is None:
             raise RuntimeError(f"{out_dir_path}: no epoch was averaged")
@@ -239,8 +254,8 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
 
 
 def _is_global_zero() -> bool:
-    """Rank 0 of a launch (before the trainer exists: from the launcher's environment variables)."""
-    import os
+    """Rank 0 of a launch, before the trainer exists (Lightning's reading of RANK, LOCAL_RANK, SLURM_PROCID...)."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
 
-    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", 0)) or 0) == 0 and \
-        int(os.environ.get("LOCAL_RANK", 0) or 0) == 0 and int(os.environ.get("NODE_RANK", 0) or 0) == 0
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)) or 0)
+    return (_get_rank() or 0) == 0 and node == 0

@@ -85,9 +85,12 @@ class TrainingModule(pl.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         sums = self._sums.pop(stage, None)
+        distributed = self.trainer is not None and self.trainer.world_size > 1
         if sums is None:
-            return
-        if self.trainer is not None and self.trainer.world_size > 1:
+            if not distributed:
+                return
+            sums = torch.zeros(2 + 2 * len(self.targets), device=self.device)  # the reduction needs every rank
+        if distributed:
             sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
         ntargets = len(self.targets)
         loss = float(sums[0] / sums[1].clamp(min=1))

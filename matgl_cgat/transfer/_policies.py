@@ -150,6 +150,8 @@ def unfreeze_next(model: nn.Module) -> str | None:
         if params and not all(p.requires_grad for p in params):
             for p in params:
                 p.requires_grad_(True)
+            for m in blocks[name]:
+                m.train(model.training)  # frozen blocks were held in eval mode
             model._frozen_modules = [m for m in getattr(model, "_frozen_modules", []) if m not in blocks[name]]
             return name
     return None

@@ -30,10 +30,11 @@ from tests.conftest import make_model, random_structure  # noqa: E402
 def tiny_data(cache: str | None):
     from matgl_cgat.data import load_dataset
 
-    structures = [random_structure(i, n=3 + i % 3, elements=("O", "Mg", "Zn")) for i in range(40)]
+    structures = [random_structure(i, n=3 + i % 3, elements=("O", "Mg", "Zn")) for i in range(41)]
     labels = [1.0 + 3.0 * s.composition.get_atomic_fraction("O") for s in structures]
     ds = load_dataset(structures, "y", labels=labels, cache_dir=cache, progress=False, workers=1)
-    return ds.subset(np.arange(24)), ds.subset(np.arange(24, 32)), ds.subset(np.arange(32, 40))
+    # 9 validation structures: 2 processes validate 5 and 4 (+ 1 unlabelled padding item)
+    return ds.subset(np.arange(24)), ds.subset(np.arange(24, 33)), ds.subset(np.arange(33, 41))
 
 
 class _Die(pl.Callback):
@@ -86,12 +87,16 @@ def main() -> None:
     model = make_model()
     config = recipe("cpu", epochs=args.epochs, lr=3e-3, batch_size=4, progress=False, accelerator="cpu",
                     devices=args.devices, strategy=args.strategy, precision=args.precision)
-    parts = {"train": tr, "val": va, "test": te, "split": "tiny", "source": "tests/scripts/train_tiny.py"}
+    from matgl_cgat.data import Splits
+    from matgl_cgat.training import load_checkpoint
+
+    parts = Splits(tr, va, te, source="tests/scripts/train_tiny.py", split="tiny")
     trained, metrics = train(model, parts, "y", args.out, config=config, card={"name": "tiny"})
     result = trained.fit_result
     rank = int(os.environ.get("LOCAL_RANK", 0))
     summary = {"rank": rank, "world_size": result.world_size, "is_global_zero": result.is_global_zero,
                "weights": tensor_digest(trained.state_dict()), "first_epoch_items": sorted(seen[: len(seen) // args.epochs]),
+               "last_weights": tensor_digest(load_checkpoint(args.out / "run" / "checkpoints" / "last.ckpt")["state_dict"]),
                "best_val_mae": result.best_val_mae, "best_epoch": result.best_epoch,
                "resumed_from_epoch": result.resumed_from_epoch, "test_metrics": metrics}
     (args.out / f"rank{rank}.json").write_text(json.dumps(summary))
