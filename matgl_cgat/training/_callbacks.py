@@ -6,7 +6,6 @@ Best weights, the last checkpoint, the per-epoch CSV and the learning rate come 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import lightning as pl
@@ -136,7 +135,3 @@ class StopFile(pl.Callback):
             trainer.should_stop = True
             self.stopped_at = trainer.current_epoch
 
-
-def warn_short_average(run: str, epochs: list[int], wanted: int) -> None:
-    if len(epochs) < wanted:
-        warnings.warn(f"{run}: averaged only epochs {epochs}, not the last {wanted}", stacklevel=3)

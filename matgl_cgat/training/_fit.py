@@ -28,7 +28,15 @@ from ._callbacks import GradualUnfreezing, KeepFrozenInEval, StopFile, WeightAve
 from ._config import TrainConfig
 from ._data import GraphDataModule, dataset_targets
 from ._module import TrainingModule
-from ._run import RunFolder, data_digest, load_checkpoint, read_metrics, tensor_digest, write_metrics_csv
+from ._run import (
+    RunFolder,
+    SafeCheckpointIO,
+    data_digest,
+    load_checkpoint,
+    read_metrics,
+    tensor_digest,
+    write_metrics_csv,
+)
 
 
 @dataclass
@@ -184,8 +192,6 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     callbacks += [KeepFrozenInEval(), stop, last, LearningRateMonitor(logging_interval="epoch"),
                   *(extra_callbacks or [])]
 
-    from ._run import SafeCheckpointIO
-
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         num_nodes=config.num_nodes, strategy=config.strategy, precision=config.precision,
@@ -201,9 +207,6 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         if config.gradual_unfreeze_every:
             raise ValueError("gradual_unfreeze_every does not work with several processes: DistributedDataParallel "
                              "only averages the gradients of parameters trainable when training starts")
-    start_epoch = 0
-    if resume:
-        start_epoch = int(load_checkpoint(run.last_checkpoint).get("epoch", -1)) + 1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Experiment logs directory.*")
@@ -213,6 +216,8 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device`.*")
         warnings.filterwarnings("ignore", ".*sync_dist=True.*")  # the module reduces its sums over ranks itself
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
+    # a run resumed after its last epoch trains nothing: it "resumes" at its end
+    start_epoch = module.start_epoch if module.start_epoch is not None else trainer.current_epoch
 
     best_epoch = best_val = None
     if best is not None and run.best_checkpoint.is_file():
@@ -221,8 +226,8 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     weight_average = None
     if averager is not None:
         averager.restore(model)  # a finished run resumed for nothing has the mean only in its checkpoint
-    if averager is not None and averager.averaged is None and stop.stopped_at is not None:
-        averager = None  # stopped before the averaging window: the best (or last) epoch's weights are returned
+        if averager.averaged is None and stop.stopped_at is not None:
+            averager = None  # stopped before the averaging window: the best (or last) epoch's weights are returned
     if averager is not None:
         if averager.averaged is None:
             raise RuntimeError(f"{out_dir_path}: no epoch was averaged")

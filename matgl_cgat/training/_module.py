@@ -52,6 +52,10 @@ class TrainingModule(pl.LightningModule):
             raise ValueError(f"target_weights has {len(weights)} entries for {ntargets} targets {self.targets}")
         self.register_buffer("target_weights", torch.tensor(weights, dtype=torch.float32), persistent=False)
         self._sums: dict[str, torch.Tensor] = {}
+        self.start_epoch: int | None = None  # set when training starts (> 0 when resumed)
+
+    def on_train_start(self) -> None:
+        self.start_epoch = self.current_epoch
 
     # --- one batch -------------------------------------------------------------------------------
     def _errors(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
