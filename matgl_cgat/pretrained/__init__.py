@@ -2,15 +2,25 @@
 
 Each model is an ordinary MatGL model folder (``model.json``, ``model.pt``, ``state.pt``) below this
 package, named like ``CGAT-PBE-Eform``; its ``model.json`` metadata holds the model card. Importing
-``matgl_cgat`` wraps ``matgl.load_model`` so that names of the form ``CGAT-*`` resolve here, offline;
-every other name or path goes to MatGL's own loader unchanged. (Code that bound
-``from matgl import load_model`` before importing ``matgl_cgat`` keeps MatGL's original.)
+``matgl_cgat`` replaces ``matgl.load_model`` with :func:`load_model`, which the command line uses
+too: a shipped name (any case) always means the shipped model, even if a folder of that name is in
+the working directory (pass ``./NAME`` for the folder); an unknown ``CGAT-`` name is an error with
+close matches; folders, CGAT or other MatGL models, are read weights-only, and a folder that would
+need unpickling is refused (issue #13; rules in :mod:`matgl_cgat.pretrained._resolve`). Nothing is
+downloaded. MatGL's original loader stays reachable as :func:`matgl_original_load_model`, for
+folders one trusts. (Code that bound ``from matgl import load_model`` before importing
+``matgl_cgat`` keeps MatGL's original.)
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+
+from matgl_cgat.pretrained._resolve import REGISTERED, SHIPPED, UnsafeModelError, is_explicit_path, load_folder, resolve
+
+__all__ = ["PREFIX", "REGISTERED", "SHIPPED", "UnsafeModelError", "available_models", "install_matgl_hook",
+           "load_model", "load_pretrained", "matgl_original_load_model", "register_pretrained"]
 
 PREFIX = "CGAT-"
 _HERE = Path(__file__).resolve().parent
@@ -32,31 +42,58 @@ def register_pretrained(name: str, path: str | Path) -> None:
     _extra[name] = Path(path)
 
 
-def load_pretrained(name: str):
-    """Load a shipped model by name; never touches the network."""
-    from matgl_cgat.models import CGAT
+def load_model(spec):
+    """The model a name or folder path means (rules in :mod:`matgl_cgat.pretrained._resolve`), read
+    weights-only and offline; ``model.source`` records ``"shipped"``, ``"registered"`` or the folder."""
+    source, folder = resolve(spec, available_models(), registered=_extra)
+    model = load_folder(folder)
+    model.source = source
+    return model
 
-    models = available_models()
-    if name not in models:
-        raise ValueError(f"no pretrained CGAT model {name!r} in this installation; available: {sorted(models) or 'none'}")
-    return CGAT.load(models[name])
+
+def load_pretrained(name: str):
+    """Load a shipped (or registered) model by name, in any case; never a folder, never the network."""
+    if not isinstance(name, str) or is_explicit_path(name):
+        raise ValueError(f"load_pretrained takes a model name, not the path {name!r}; use load_model for folders")
+    source, folder = resolve(name, available_models(), registered=_extra)
+    if source not in (SHIPPED, REGISTERED):
+        raise ValueError(f"no pretrained CGAT model {name!r}; available: {sorted(available_models()) or 'none'}")
+    model = load_folder(folder)
+    model.source = source
+    return model
+
+
+_original = None
+
+
+def matgl_original_load_model(path, **kwargs):
+    """MatGL's own ``load_model`` as it was before ``matgl_cgat`` wrapped it: resolves names by path,
+    then MatGL's download cache or the network, and **unpickles** ``model.pt``/``state.pt`` (code in
+    them runs). Only for folders and model stores you trust."""
+    from matgl.utils import io
+
+    return (_original or io.load_model)(path, **kwargs)
 
 
 def install_matgl_hook() -> None:
-    """Wrap ``matgl.load_model`` (and ``matgl.utils.io.load_model``) to resolve ``CGAT-*`` names here."""
+    """Make ``matgl.load_model`` (and ``matgl.utils.io.load_model``) this package's :func:`load_model`."""
+    global _original
     import matgl
-    import matgl.utils.io as io
+    from matgl.utils import io
 
     original = io.load_model
     if getattr(original, "_matgl_cgat", False):
         return
+    _original = original
 
     @functools.wraps(original)
-    def load_model(path, **kwargs):
-        if isinstance(path, str) and path.startswith(PREFIX) and not Path(path).exists():
-            return load_pretrained(path)
-        return original(path, **kwargs)
+    def matgl_load_model(path, **kwargs):
+        if kwargs:  # MatGL's options (force_download, ...) are for its downloader, which this never uses
+            raise TypeError(f"matgl_cgat's load_model takes no options (got {sorted(kwargs)}); MatGL's own "
+                            "loader is matgl_cgat.pretrained.matgl_original_load_model")
+        return load_model(path)
 
-    load_model._matgl_cgat = True
-    io.load_model = load_model
-    matgl.load_model = load_model
+    matgl_load_model.__doc__ = load_model.__doc__
+    matgl_load_model._matgl_cgat = True
+    io.load_model = matgl_load_model
+    matgl.load_model = matgl_load_model
