@@ -28,6 +28,8 @@ def write_predictions(path: str | Path, dataset, y_true, y_pred) -> None:
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
              units: str = "", batch_size: int = 128) -> dict:
     """Metrics of ``model`` on a labelled dataset; with ``out``, also predictions CSV, metrics JSON, parity PNG."""
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"evaluate: no structures to evaluate {target!r} on (the dataset is empty)")
     y = np.asarray(dataset.labels[target], dtype=float)
     pred = np.asarray(model.predict_dataset(dataset, batch_size=batch_size), dtype=float)
     metrics = metrics_for(target, y, pred)
@@ -60,8 +62,13 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
     from matgl_cgat.transfer import finetune
 
     from matgl_cgat.data import Splits
+    from matgl_cgat.data._prepare import check_parts
 
     parts = Splits.of(parts)
+    # test (and val, when there is one) must hold structures: found out now, not after training
+    if parts.test is None:
+        raise ValueError("train: no test split (parts.test is None)")
+    check_parts(parts, ("train", "val", "test"), f"{parts.source or 'train'}: {target!r}, {parts.split or 'given splits'}")
     out = Path(out)
     config = config or recipe("cpu")
     if calibrate and parts.val is None:

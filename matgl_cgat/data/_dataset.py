@@ -30,6 +30,7 @@ from ._sources import (
     Item,
     LabelMissing,
     ReadSpec,
+    check_objects,
     detect_format,
     fingerprint_files,
     fingerprint_objects,
@@ -75,7 +76,10 @@ def load_dataset(
             the one the dataset returns to MatGL's collate function; see :meth:`GraphDataset.with_target`.
             For Alexandria, names are looked up in each entry's ``data`` (e.g. ``e_form``,
             ``e_above_hull``, ``band_gap_ind``); ``energy_per_atom`` is the entry energy / sites.
-        labels: with in-memory structures: a sequence (one target) or ``{target: sequence}``.
+        labels: with in-memory structures: a sequence (one target) or ``{target: sequence}``. These
+            lists are explicit, so a label that is None, NaN, infinite or not a number raises
+            :class:`DataError` naming the structure (with ``require="any"`` None/NaN marks a missing
+            target instead); so does an item that is not a ``Structure``/``IStructure``/``Atoms``.
         ids: with in-memory structures: record ids (default ``"0"``, ``"1"``, ...).
         converter: graph converter (default ``CGATGraphConverter()``); all its settings key the cache.
         cache_dir: folder for the graph cache; a second load with the same source and settings reuses
@@ -83,7 +87,9 @@ def load_dataset(
             dataset.
         on_error: "raise" (default) raises :class:`DataError` naming the file and record for a
             malformed, disordered or unembeddable record; "skip" records it in ``ds.skipped``.
-            Records with missing or non-finite labels are always skipped and listed there.
+            Records of files with missing or non-finite labels are always skipped and listed there
+            (in id_prop.csv an empty field or ``nan``/``NA``/``n/a``/``none``/``null``/``?`` is
+            missing; other text is a malformed record).
         workers: conversion processes (default: all cores).
         shard_size: records per cache shard.
         require: "all" (default) keeps a record only if every target is present; "any" keeps it if
@@ -123,16 +129,23 @@ def load_dataset(
         objects = list(source)
         if labels is None:
             raise ValueError("in-memory structures need labels=")
-        label_map = dict(labels) if isinstance(labels, dict) else {targets[0]: list(labels)}
+        if isinstance(labels, dict):
+            label_map = {t: list(v) for t, v in labels.items()}
+        elif len(targets) > 1:
+            raise ValueError(f"several targets {list(targets)}: give labels as {{target: sequence}}")
+        else:
+            label_map = {targets[0]: list(labels)}
         for t in targets:
             if t not in label_map:
                 raise ValueError(f"labels has no {t!r}; it has {sorted(label_map)}")
             if len(label_map[t]) != len(objects):
-                raise ValueError(f"{len(label_map[t])} labels for {t!r} but {len(objects)} structures")
+                raise DataError(f"{len(label_map[t])} labels for {t!r} but {len(objects)} structures")
         ids = [str(i) for i in (ids if ids is not None else range(len(objects)))]
         if len(ids) != len(objects):
-            raise ValueError(f"{len(ids)} ids for {len(objects)} structures")
-        label_map = {t: label_map[t] for t in targets}
+            raise DataError(f"{len(ids)} ids for {len(objects)} structures")
+        # explicit lists: a wrong type or a NaN/None/non-numeric label is an error naming the structure,
+        # raised here, before hashing or converting anything (nothing is dropped silently)
+        label_map = check_objects(objects, {t: label_map[t] for t in targets}, ids, require)
         items = object_items(objects, label_map, ids)
         identity = {"objects": fingerprint_objects(objects, label_map, ids)}
         name = f"{len(objects)} in-memory structures"
@@ -341,6 +354,7 @@ class GraphDataset(torch.utils.data.Dataset):
         store: _ShardStore | None = None,
         keepalive: Any = None,
         returned: Sequence[str] | None = None,
+        label_arrays: dict[str, np.ndarray] | None = None,
     ):
         self.root = Path(root)
         self._index = index
@@ -354,7 +368,7 @@ class GraphDataset(torch.utils.data.Dataset):
         self.returned_targets: tuple[str, ...] = tuple(returned) if returned else (self.target,)
         self._store = store or _ShardStore(self.root, None)
         self._keepalive = keepalive
-        self._labels = {
+        self._labels = label_arrays if label_arrays is not None else {
             t: np.array([np.nan if v is None else v for v in index["labels"][t]], dtype=np.float64)
             for t in self.targets
         }
@@ -392,13 +406,13 @@ class GraphDataset(torch.utils.data.Dataset):
     def subset(self, indices: Sequence[int]) -> GraphDataset:
         """A view on some items (positions in this dataset); shares the shard cache."""
         return GraphDataset(self.root, self._index, self.target, self._rows[np.asarray(indices, dtype=np.int64)],
-                            self._store, self._keepalive, self.returned_targets)
+                            self._store, self._keepalive, self.returned_targets, self._labels)
 
     def with_target(self, target: str) -> GraphDataset:
         """The same items returning another of the loaded targets (rows where it is NaN are dropped)."""
         keep = np.flatnonzero(~np.isnan(self._labels[target][self._rows]))
-        view = GraphDataset(self.root, self._index, target, self._rows[keep], self._store, self._keepalive)
-        return view
+        return GraphDataset(self.root, self._index, target, self._rows[keep], self._store, self._keepalive,
+                            label_arrays=self._labels)
 
     def with_targets(self, targets: Sequence[str]) -> GraphDataset:
         """The same items returning several loaded targets at once (NaN where missing), for a
@@ -411,7 +425,30 @@ class GraphDataset(torch.utils.data.Dataset):
         for t in targets:
             have |= ~np.isnan(self._labels[t][self._rows])
         return GraphDataset(self.root, self._index, targets[0], self._rows[np.flatnonzero(have)], self._store,
-                            self._keepalive, targets)
+                            self._keepalive, targets, self._labels)
+
+    def keeping_labels(self, ids_per_target: dict[str, Iterable[str]]) -> GraphDataset:
+        """The same items with each listed target's labels kept only for the given ids (NaN elsewhere);
+        targets not listed are unchanged. Rows left without any label are dropped.
+
+        For per-target splits: multi-fidelity data whose splits are drawn per fidelity (a crystal can be
+        in the PBE training split and the HSE test split) becomes one training set holding each label
+        only where its own split puts it in training.
+        """
+        unknown = [t for t in ids_per_target if t not in self.targets]
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}; this dataset has {self.targets}")
+        all_ids = self._index["ids"]
+        labels = dict(self._labels)
+        for t, ids in ids_per_target.items():
+            wanted = set(ids)
+            keep = np.array([rid in wanted for rid in all_ids], dtype=bool)
+            labels[t] = np.where(keep, self._labels[t], np.nan)
+        have = np.zeros(len(self._rows), dtype=bool)
+        for t in self.returned_targets:
+            have |= ~np.isnan(labels[t][self._rows])
+        return GraphDataset(self.root, self._index, self.target, self._rows[np.flatnonzero(have)], self._store,
+                            self._keepalive, self.returned_targets, labels)
 
     def positions_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
         """Positions of the given ids in this dataset, and the ids that are not in it."""

@@ -11,13 +11,13 @@ from pathlib import Path
 from ._dataset import load_dataset
 from ._errors import DataError
 from ._paths import default_data_dir
-from ._splits import Splits, nested_subsets, random_split, split_from_file
+from ._splits import Splits, nested_subsets, random_split, split_from_file, split_sizes
 
 
 def prepare_splits(target: str, data: str | Path | None = None, *, splits: str | Path | None = None,
                    split_key: str | None = None, fractions=(0.8, 0.1, 0.1), seed: int = 0,
                    max_train: int | None = None, cache_dir: str | Path | None = None, converter=None,
-                   progress: bool = True) -> Splits:
+                   progress: bool = True, need: tuple[str, ...] = ("train",)) -> Splits:
     """:class:`Splits` (``train``, ``val``, ``test``) for ``target``, with ``source`` and ``split`` descriptions.
 
     Args:
@@ -26,6 +26,11 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
         splits: a ``splits.json``; default: ``splits.json`` beside ``data`` if present, else random.
         split_key: the entry of ``splits`` to use (default: ``target``).
         max_train: keep a seeded random subset of this many training structures.
+        need: the parts that must not be empty (default: ``train``): ``("train", "val", "test")``
+            for training and testing (``val`` may still be absent from a ``splits.json``, not empty),
+            just the evaluated split for ``evaluate``. An empty one is a :class:`DataError` giving every
+            part's size and what to do, raised here, before any training (a random 80/10/10 split of
+            fewer than ~10 records leaves validation or test empty).
     """
     if data is None:
         folder = default_data_dir()
@@ -49,10 +54,29 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
         train, val, test = random_split(ds, fractions, seed=seed)
         parts = Splits(train, val, test)
         how = f"random {'/'.join(f'{f:g}' for f in fractions)} split, seed {seed}"
-    if len(parts.train) == 0:
-        raise DataError(f"{data}: the training split for {target!r} is empty")
+    if splits is None:
+        parts_needed = [i for i, name in enumerate(("train", "val", "test")) if name in need]
+        enough = next((n for n in range(1, 10_000) if all(split_sizes(n, fractions)[i] > 0 for i in parts_needed)),
+                      None)
+        advice = (f"a random {'/'.join(f'{f:g}' for f in fractions)} split needs at least {enough} records to fill "
+                  "every part needed here" if enough else "a part has a zero fraction") + \
+            ": give more records, or fixed splits with --splits (a splits.json)"
+    else:
+        advice = "put ids into the empty part of the splits file, or give data holding them"
+    check_parts(parts, need, f"{data}: {target!r}, {how}", advice)
     if max_train is not None and 0 < max_train < len(parts.train):
         parts.train = parts.train.subset(nested_subsets(len(parts.train), [max_train], seed=seed)[0])
         how += f", first {max_train} training structures of seed {seed}"
     parts.source, parts.split, parts.skipped = str(data), how, len(ds.skipped)
     return parts
+
+
+def check_parts(parts: Splits, need, where: str, advice: str = "") -> None:
+    """:class:`DataError` if a needed part is empty (a ``val`` absent from a splits file is allowed)."""
+    sizes = {name: (len(parts[name]) if parts[name] is not None else None) for name in ("train", "val", "test")}
+    empty = [name for name in dict.fromkeys(need) if sizes.get(name) == 0]
+    if not empty:
+        return
+    counts = ", ".join(f"{k} {'none' if v is None else v}" for k, v in sizes.items())
+    raise DataError(f"{where}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+                    f"({counts})" + (f"; {advice}" if advice else ""))

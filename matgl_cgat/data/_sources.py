@@ -168,12 +168,37 @@ def _alexandria_items(path: Path) -> Iterator[Item]:
         yield Item(f"{path}, entry {i}", "entry", entry)
 
 
+#: id_prop.csv values that mean "no label" (a counted skip, like a missing JSON field); any other
+#: value that is not a number is a malformed record (:class:`DataError` naming it and the value).
+MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "none", "null", "?"})
+
+
+def _is_header(folder: Path, row: list[str]) -> bool:
+    """Whether the first row of id_prop.csv is a header (names the columns) rather than a record.
+
+    Only when it cannot be a record: its first field names no CIF file in the folder AND some value
+    field is neither a number nor a missing-value marker. A first row that names an existing CIF
+    (``a,hello`` with ``a.cif`` present) is a record, so record ``a`` is never silently lost, and its
+    bad value is then reported for record ``a``; a row of numbers is a record even when its CIF is
+    missing (then *that* is the error), never a header with numeric column names.
+    """
+    if len(row) < 2:
+        return False
+    rid = row[0].strip()
+    if rid and (folder / f"{rid}.cif").is_file():
+        return False
+    return any(not _is_number(v) and v.strip().lower() not in MISSING_TEXT for v in row[1:])
+
+
 def _cif_items(folder: Path) -> Iterator[Item]:
     table = folder / "id_prop.csv"
-    with open(table, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(table, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{table}: cannot read ({exc})") from None
     header = None
-    if rows and len(rows[0]) > 1 and not _is_number(rows[0][1]):
+    if rows and _is_header(folder, rows[0]):
         header, rows = rows[0], rows[1:]
     for lineno, row in enumerate(rows, start=2 if header else 1):
         if not row or not "".join(row).strip():
@@ -181,7 +206,8 @@ def _cif_items(folder: Path) -> Iterator[Item]:
         if len(row) < 2:
             raise DataError(f"{table}, line {lineno}: expected 'id,value[,value...]', got {row!r}")
         rid = row[0].strip()
-        yield Item(f"{table}, line {lineno} ({rid}.cif)", "cif", (str(folder / f"{rid}.cif"), rid, row[1:], header))
+        yield Item(f"{table}, line {lineno} ({rid}.cif)", "cif",
+                   (str(folder / f"{rid}.cif"), rid, row[1:], header, lineno))
 
 
 def _extxyz_items(path: Path) -> Iterator[Item]:
@@ -199,6 +225,81 @@ def _extxyz_items(path: Path) -> Iterator[Item]:
             frame += 1
     except Exception as exc:  # ASE raises several types for malformed files
         raise DataError(f"{path}, frame {frame}: cannot parse extended XYZ ({exc})") from None
+
+
+def _structure_types() -> tuple[type, ...]:
+    from pymatgen.core import IStructure
+
+    types: tuple[type, ...] = (IStructure,)  # Structure is an IStructure
+    try:
+        from ase import Atoms
+
+        types += (Atoms,)
+    except ImportError:  # pragma: no cover - ASE is a dependency of MatGL
+        pass
+    return types
+
+
+def _explicit_label(value: Any) -> tuple[float | None, str | None]:
+    """``(value, None)`` for a finite number, ``(None, None)`` for NaN/None, ``(None, problem)`` otherwise.
+
+    Anything ``float()`` takes counts as a number (Python and NumPy numbers, 0-d arrays and tensors)
+    except text and booleans: a label list holding ``"1.5"`` or ``True`` is almost surely a mistake.
+    """
+    if value is None:
+        return None, None
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        return None, f"not a number ({type(value).__name__})"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None, f"not a number ({type(value).__name__})"
+    if math.isnan(v):
+        return None, None
+    if not math.isfinite(v):
+        return None, "not finite"
+    return v, None
+
+
+def check_objects(objects: Sequence, labels: dict[str, Sequence], ids: Sequence[str],
+                  require: str = "all") -> dict[str, list[float]]:
+    """Check in-memory structures and their labels before any conversion; return the labels as floats.
+
+    The caller gave these lists explicitly, so nothing in them is dropped or replaced silently:
+
+    * every item must be a pymatgen ``Structure``/``IStructure`` or an ASE ``Atoms``;
+    * a label that is not a finite number (text, a boolean, ``inf``) is an error;
+    * a missing label (``None`` or NaN) is an error with ``require="all"``; with ``require="any"``
+      (multi-fidelity data) it marks that target as absent for the structure, which still needs at
+      least one label.
+
+    Raises:
+        DataError: naming the structure (index and id), the target and the value or type received.
+    """
+    types = _structure_types()
+    for i, obj in enumerate(objects):
+        if not isinstance(obj, types):
+            hint = " (to read a file, pass its path to load_dataset, or use Structure.from_file)" \
+                if isinstance(obj, (str, Path)) else ""
+            raise DataError(f"structure {i} (id {ids[i]!r}): expected a pymatgen Structure/IStructure or ASE Atoms, "
+                            f"got {type(obj).__name__} {obj!r:.60}{hint}")
+    out: dict[str, list[float]] = {t: [] for t in labels}
+    for i in range(len(objects)):
+        missing = []
+        for t, vals in labels.items():
+            v, problem = _explicit_label(vals[i])
+            if problem:
+                raise DataError(f"structure {i} (id {ids[i]!r}): label {t!r} is {vals[i]!r:.60}: {problem}")
+            if v is None:
+                missing.append(t)
+            out[t].append(math.nan if v is None else v)
+        if missing and (require == "all" or len(missing) == len(labels)):
+            raise DataError(f"structure {i} (id {ids[i]!r}): label {', '.join(repr(t) for t in missing)} is "
+                            f"{labels[missing[0]][i]!r}; every structure given with labels= needs a finite label "
+                            "(leave it out of the list instead"
+                            + (", or use require='any' when some targets may be missing"
+                               if require == "all" and len(labels) > 1 else "") + ")")
+    return out
 
 
 def object_items(objects: Sequence, labels: dict[str, Sequence[float]], ids: Sequence[str]) -> Iterator[Item]:
@@ -278,17 +379,33 @@ def materialise(item: Item, spec: ReadSpec):
         _finish_labels(str(rid), values, spec)
         return str(rid), structure, values
     if item.kind == "cif":
-        path, rid, raw_values, header = item.payload
-        names = header[1:] if header else None
-        if names is None and len(raw_values) != len(spec.targets):
+        path, rid, raw_values, header, lineno = item.payload
+        names = [n.strip() for n in header[1:]] if header else None
+        table = Path(path).parent / "id_prop.csv"
+        if names is not None:
+            unknown = [t for t in spec.targets if t not in names]
+            if unknown:  # a fault of the header (line 1), not of this record
+                raise DataError(
+                    f"{table}, line 1: read as a header (its first field {header[0].strip()!r} names no CIF file in "
+                    f"the folder and its values are not numbers), but it has no column {unknown} (columns: {names}); "
+                    "name the value columns after the targets, or drop the header and give one value column per "
+                    "target"
+                )
+            if len(raw_values) != len(names):
+                raise DataError(f"{where}: {len(raw_values)} value(s) for the {len(names)} column(s) {names} "
+                                "of the header")
+        elif len(raw_values) != len(spec.targets):
             raise DataError(
                 f"{where}: {len(raw_values)} value column(s) for {len(spec.targets)} target(s) {list(spec.targets)}; "
                 "add a header row naming the columns"
             )
         column = dict(zip(names, raw_values)) if names else dict(zip(spec.targets, raw_values))
-        unknown = [t for t in spec.targets if t not in column]
-        if unknown:
-            raise DataError(f"{where}: id_prop.csv has no column {unknown} (columns: {names})")
+        for t in spec.targets:
+            text = column[t].strip()
+            if text.lower() not in MISSING_TEXT and not _is_number(text):
+                note = (f" (line 1 is read as record {rid!r}, not as a header, because {rid}.cif exists)"
+                        if lineno == 1 else "")
+                raise DataError(f"{where}: record {rid!r}: value {text!r} of {t!r} is not a number{note}")
         values = {t: _label(column[t].strip()) for t in spec.targets}
         _finish_labels(rid, values, spec)
         if not os.path.isfile(path):

@@ -103,8 +103,16 @@ def random_split(dataset, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: in
     if np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
         raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions.tolist()}")
     order = np.random.default_rng(seed).permutation(len(dataset))
-    cuts = np.floor(np.cumsum(fractions)[:-1] * len(dataset) + 0.5).astype(int)  # half up, not to even
-    return [dataset.subset(part) for part in np.split(order, cuts)]
+    return [dataset.subset(part) for part in np.split(order, _cuts(len(dataset), fractions))]
+
+
+def _cuts(n: int, fractions) -> np.ndarray:
+    return np.floor(np.cumsum(np.asarray(fractions, dtype=float))[:-1] * n + 0.5).astype(int)  # half up, not to even
+
+
+def split_sizes(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[int]:
+    """The part sizes :func:`random_split` gives ``n`` items (the seed only changes which items)."""
+    return np.diff(np.concatenate(([0], _cuts(n, fractions), [n]))).astype(int).tolist()
 
 
 def nested_subsets(n: int, sizes: Sequence[int], seed: int = 0) -> list[np.ndarray]:
