@@ -110,7 +110,7 @@ def main() -> None:
     pred = trained.predict_dataset(parts["test"])
     test_mae = float(np.abs(pred - y_test).mean())
     baseline = float(np.abs(np.median(y_train) - y_test).mean())
-    record = trained.metadata["finetune"]
+    record, domain = trained.metadata["finetune"], trained.metadata.get("domain")
     trained.metadata = {
         "name": args.name,
         "property": args.target,
@@ -131,6 +131,7 @@ def main() -> None:
         "test_mae_predicting_train_median": baseline,
         "train_seconds_this_invocation": round(seconds),
         "command": "python examples/pretrain_pbe.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "domain": domain,
     }
     trained.save(save)
     print(f"{args.name}: test MAE {test_mae:.4f} {UNITS[args.target]} (median baseline {baseline:.4f}); saved to {save}")

@@ -21,6 +21,10 @@ def find_in_data(structures: dict, data_file: str | Path) -> dict[str, dict]:
 
     wanted = {}
     for sid, s in structures.items():
+        if not hasattr(s, "composition"):  # ASE Atoms (from XYZ files): matched as pymatgen structures
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            s = AseAtomsAdaptor.get_structure(s)
         symbols = sorted({el.symbol for el in s.composition.elements})
         wanted[sid] = (s.composition.reduced_formula, [f'"element": "{x}"' for x in symbols], len(symbols), s)
     matcher = StructureMatcher()

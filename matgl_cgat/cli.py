@@ -22,19 +22,41 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    import matgl
+def _load_model(spec: str):
+    """``--model``/``--parent``: the package's one resolver (a shipped name means the shipped model;
+    folders are read weights-only, never unpickled), saying on stderr when a local folder is used."""
+    from matgl_cgat.pretrained import REGISTERED, SHIPPED, load_model
 
-    from matgl_cgat.predict import example_structures, format_rows, predict_all, read_structure_files
+    model = load_model(spec)
+    if model.source not in (SHIPPED, REGISTERED):
+        where = "" if model.source == str(Path(spec).expanduser().absolute()) else f": {model.source}"
+        print(f"mgl-cgat: using the model folder {spec} (not a shipped model){where}", file=sys.stderr)
+    return model
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from matgl_cgat._io import atomic_write_text
+    from matgl_cgat.predict import (
+        OUT_FORMATS,
+        by_fidelity,
+        example_structures,
+        format_rows,
+        predict_all,
+        read_structure_files,
+    )
     from matgl_cgat.pretrained import available_models
 
+    if args.out and args.out.suffix.lower() not in OUT_FORMATS:
+        raise ValueError(f"--out {args.out}: write {' or '.join(OUT_FORMATS)} (or leave out --out for a table, "
+                         "--format csv|json to print)")
     names = args.model or sorted(available_models())
     if not names:
         print("mgl-cgat: error: no shipped CGAT models in this installation; pass --model PATH to a saved model",
               file=sys.stderr)
         return 2
-    models = {Path(n).name: matgl.load_model(n) for n in names}
-    structures = read_structure_files(args.files) if args.files else example_structures()
+    models = by_fidelity({Path(n).name: _load_model(n) for n in names}, args.fidelity)
+    skipped: list = []
+    structures = read_structure_files(args.files, args.on_error, skipped) if args.files else example_structures()
     references = None
     if args.labels != "none" and (args.files == [] or args.labels != "auto"):
         from matgl_cgat._reference import find_in_data
@@ -48,14 +70,21 @@ def _predict(args: argparse.Namespace) -> int:
             references = find_in_data(structures, source)
         elif args.labels != "auto":
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
-    rows = predict_all(models, structures, references)
-    fmt = "table"
+    rows = predict_all(models, structures, references, args.on_error, skipped)
+    if not rows:
+        for where, why in skipped:
+            print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
+        print("mgl-cgat: error: nothing to predict: every input was skipped", file=sys.stderr)
+        return 2
     if args.out:
-        fmt = "json" if args.out.suffix.lower() == ".json" else "csv"
-        args.out.write_text(format_rows(rows, models, fmt))
+        atomic_write_text(args.out, format_rows(rows, models, OUT_FORMATS[args.out.suffix.lower()]))
         print(f"wrote {len(rows)} predictions to {args.out}")
     else:
-        print(format_rows(rows, models, args.format or fmt))
+        print(format_rows(rows, models, args.format or "table"))
+    for where, why in skipped:
+        print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"mgl-cgat: {len(skipped)} input(s) skipped, {len(rows)} predicted", file=sys.stderr)
     return 0
 
 
@@ -71,6 +100,10 @@ def _models(args: argparse.Namespace) -> int:
         card = json.loads((folder / "model.json").read_text()).get("metadata") or {}
         print(f"{name}  ({folder})")
         for key, value in card.items():
+            if key == "domain" and isinstance(value, dict):  # 80-odd element counts: summarise
+                lo, hi = value.get("volume_per_atom", (float("nan"), float("nan")))
+                value = (f"{value.get('n_structures')} training structures, {len(value.get('element_counts', {}))} "
+                         f"elements, volume per atom {lo:.1f}-{hi:.1f} A^3 ({value.get('source', '')})")
             print(f"  {key}: {value}")
     return 0
 
@@ -89,7 +122,9 @@ def _data_args(p: argparse.ArgumentParser, target_required: bool = True) -> None
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
-def _parts(args: argparse.Namespace, model=None):
+def _parts(args: argparse.Namespace, model=None, need: tuple[str, ...] = ("train",)):
+    """Data and splits of ``--data``/``--target``; ``need``: the parts that must not be empty (checked
+    before any training, with every part's size in the message)."""
     from matgl_cgat.data import prepare_splits
 
     if args.threads:
@@ -98,8 +133,9 @@ def _parts(args: argparse.Namespace, model=None):
         torch.set_num_threads(args.threads)
     converter = model.graph_converter() if model is not None and hasattr(model, "graph_converter") else None
     parts = prepare_splits(args.target, args.data, splits=args.splits, split_key=args.split_key, seed=args.seed,
-                           max_train=args.max_train, cache_dir=args.cache, converter=converter)
-    print(f"{parts.source}: {args.target}, {parts.split}: train {len(parts.train)}, val {len(parts.val)}, "
+                           max_train=args.max_train, cache_dir=args.cache, converter=converter, need=need)
+    n_val = len(parts.val) if parts.val is not None else "none"
+    print(f"{parts.source}: {args.target}, {parts.split}: train {len(parts.train)}, val {n_val}, "
           f"test {len(parts.test)}; {parts.skipped} records skipped (no {args.target} label or unusable)")
     return parts
 
@@ -178,7 +214,7 @@ def _train(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)  # the starting weights follow --seed (and a resumed run finds the same ones)
     model = CGAT.from_preset(args.preset)
-    parts = _parts(args, model)
+    parts = _parts(args, model, need=("train", "val", "test"))
     card = {"name": args.out.name, "preset": args.preset, "parent": None, "units": args.units}
     _, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, card=card, **fit_kw)
     _report(metrics, args.out)
@@ -186,14 +222,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    import matgl
-
     from matgl_cgat.workflows import train
 
     fit_kw = _loss_kwargs(args)
-    parent = matgl.load_model(args.model)
+    parent = _load_model(args.model)
     parent_card = parent.metadata if isinstance(getattr(parent, "metadata", None), dict) else {}
-    parts = _parts(args, parent)
+    parts = _parts(args, parent, need=("train", "val", "test"))
     card = {"name": args.out.name, "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
             "units": args.units or parent_card.get("units", "")}
     _, metrics = train(parent, parts, args.target, args.out, policy=args.policy, renormalize=not args.keep_normalization,
@@ -202,20 +236,41 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _property_mismatch(model, spec: str, target: str) -> str | None:
+    """The property the model's card says it predicts (None without a card); a warning on stderr when
+    it is not ``target``.
+
+    A warning and not an error: scoring a model on a neighbouring property is a legitimate baseline
+    (a PBE-gap model on HSE gaps is the zero-shot point of every transfer study), so refusing would
+    only add a flag to routine work; but metrics of a gap model on formation energies are meaningless,
+    so the mismatch is said on stderr and recorded as ``model_property`` in the JSON output.
+    """
+    card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
+    prop = card.get("property")
+    if prop and prop != target:
+        name = card.get("name") or Path(spec).name
+        units = f" ({card['units']})" if card.get("units") else ""
+        print(f"mgl-cgat: warning: {name} predicts {prop}{units}; you evaluate it on {target}: the metrics "
+              "compare two different properties", file=sys.stderr)
+    return prop
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    import matgl
-
     from matgl_cgat.workflows import evaluate
 
-    model = matgl.load_model(args.model)
-    parts = _parts(args, model)
+    model = _load_model(args.model)
+    parts = _parts(args, model, need=(args.split,))
     dataset = parts[args.split]
+    if dataset is None:
+        raise ValueError(f"{parts.source}: {parts.split} has no {args.split} split; choose --split train or test")
+    model_property = _property_mismatch(model, args.model, args.target)
     units = (model.metadata or {}).get("units", "") if isinstance(getattr(model, "metadata", None), dict) else ""
     metrics = evaluate(model, dataset, args.target, args.out, batch_size=args.batch_size, title=f"{Path(args.model).name} on {args.target} "
                        f"({args.split}, {len(dataset)})", units=units)
-    print(json.dumps({"model": args.model, "target": args.target, "split": args.split, **metrics}, indent=2))
+    print(json.dumps({"model": args.model, "model_property": model_property, "target": args.target,
+                      "split": args.split, **metrics}, indent=2))
     if args.out:
         print(f"wrote test_metrics.json, test_predictions.csv and parity.png to {args.out}")
     return 0
@@ -226,9 +281,7 @@ def _scaling_run(args: argparse.Namespace) -> int:
 
     parent = None
     if args.parent:
-        import matgl
-
-        parent = matgl.load_model(args.parent)
+        parent = _load_model(args.parent)
     parts = _parts(args, parent)
     rows = run_learning_curve(parts.train, parts.val, parts.test, target=args.target, sizes=args.sizes,
                               out_dir=args.out, strategies=args.strategies, seeds=args.seeds, parent=parent,
@@ -336,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every shipped model)")
     p.add_argument("--out", type=Path, help="write .csv or .json instead of printing a table")
     p.add_argument("--format", choices=["table", "csv", "json"], help="format when printing")
+    p.add_argument("--fidelity", default=None, help="for multi-fidelity models: the functional to predict (e.g. "
+                   "hse); default: every fidelity, one column each")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="an unreadable file or impossible structure: stop with its name (raise, default) or "
+                   "leave it out and list it at the end (skip)")
     p.add_argument("--labels", default="auto", help="show beside each prediction the DFT value of the same "
                    "crystal in a JSON-lines data file: a path, 'mp_gap' (the shared data), 'none', or 'auto' "
                    "(default: the shared data for the built-in crystals, when it is there)")

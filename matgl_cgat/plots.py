@@ -193,3 +193,24 @@ def plot_budget(plan_rows, out_png: str | Path, title: str | None = None) -> Pat
     if title:
         ax.set_title(title)
     return _save(fig, out_png)
+
+
+def plot_calibration(calibrations: dict, out_png: str | Path, title: str | None = None) -> Path:
+    """Observed fraction of errors inside the central (Laplace) interval against its nominal level,
+    one line per model (``{label: Calibration}``); the diagonal is perfect calibration, above it sigma
+    is too large, below it too small."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="k", lw=1, ls="--")
+    for label, c in calibrations.items():
+        ax.plot(c.levels, c.observed, marker="o", ms=3,
+                label=f"{label}: {c.coverage_68:.0%} in 68%, {c.coverage_95:.0%} in 95% interval (n={c.n})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("nominal level of the central interval")
+    ax.set_ylabel("fraction of test errors inside")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title)
+    return _save(fig, out_png)

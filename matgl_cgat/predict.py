@@ -26,14 +26,21 @@ def example_structures() -> dict:
     }
 
 
-def read_structure_files(paths: Sequence[str | Path]) -> dict:
+def read_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
+                         skipped: list | None = None) -> dict:
     """``{id: Structure}`` from CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ and JSON files.
 
     Ids are file stems; multi-structure files add ``:index`` (or use ``info['id']`` / the JSON id).
     JSON: a pymatgen structure dict, a list of them, or records with ``structure`` and ``mat_id``/``id``.
+
+    Args:
+        on_error: "raise" (default): :class:`DataError` naming the file for the first unreadable one;
+            "skip": leave it out and append ``(file, reason)`` to ``skipped``, as ``load_dataset`` does.
     """
     from pymatgen.core import Structure
 
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out: dict = {}
 
     def add(key: str, structure, where: str) -> None:
@@ -43,30 +50,79 @@ def read_structure_files(paths: Sequence[str | Path]) -> dict:
 
     for raw in paths:
         path = Path(raw)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        name = path.name.lower()
+        found: dict = {}
         try:
+            if not path.is_file():
+                raise DataError(f"{path}: no such file")
+            name = path.name.lower()
             if name.endswith((".xyz", ".extxyz")):
                 from ase.io import iread
-                from pymatgen.io.ase import AseAtomsAdaptor
 
-                for i, atoms in enumerate(iread(str(path), index=":")):
-                    add(str(atoms.info.get("id", f"{path.stem}:{i}")), AseAtomsAdaptor.get_structure(atoms), str(path))
+                for i, atoms in enumerate(iread(str(path), index=":")):  # Atoms kept: their pbc is a domain flag
+                    found[str(atoms.info.get("id", f"{path.stem}:{i}"))] = (atoms, str(path))
             elif name.endswith(".json"):
                 doc = json.loads(path.read_text())
                 docs = doc if isinstance(doc, list) else [doc]
                 for i, d in enumerate(docs):
                     sd = d.get("structure", d) if isinstance(d, dict) else d
                     rid = (d.get("mat_id") or d.get("id")) if isinstance(d, dict) and "structure" in d else None
-                    add(str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}")), Structure.from_dict(sd),
-                        f"{path}, item {i}")
+                    key = str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}"))
+                    found[key] = (Structure.from_dict(sd), f"{path}, item {i}")
             else:  # CIF, POSCAR, CONTCAR, *.vasp and anything pymatgen recognises
-                add(path.stem if path.suffix else path.name, Structure.from_file(path), str(path))
-        except DataError:
-            raise
+                found[path.stem if path.suffix else path.name] = (Structure.from_file(path), str(path))
         except Exception as exc:  # the parsers raise many types
-            raise DataError(f"{path}: cannot read a structure ({type(exc).__name__}: {exc})") from None
+            error = exc if isinstance(exc, DataError) else DataError(
+                f"{path}: cannot read a structure ({type(exc).__name__}: {exc})")
+            if on_error == "raise":
+                raise error from None
+            if skipped is not None:
+                skipped.append((str(path), str(error)))
+            continue
+        for key, (structure, where) in found.items():
+            add(key, structure, where)
+    return out
+
+
+class FidelityView:
+    """One fidelity of a multi-fidelity CGAT, seen as a one-property model (a column of a table)."""
+
+    def __init__(self, model, fidelity: str):
+        self.model, self.column = model, model.fidelity_index(fidelity)
+        self.fidelity = model.fidelities[self.column]
+        card = dict(model.metadata or {}) if isinstance(getattr(model, "metadata", None), dict) else {}
+        card["property"] = (card.get("label_columns") or {}).get(self.fidelity, card.get("property"))
+        self.metadata = card
+        self.sigma_head = model.sigma_head
+
+    def graph_converter(self):
+        return self.model.graph_converter()
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def __call__(self, g, return_sigma: bool = False):
+        out = self.model(g, return_sigma=return_sigma)  # squeezed: (B, F), (F,), (B,) or ()
+
+        def pick(t):
+            return t.reshape(-1, self.model.ntargets)[:, self.column].squeeze()
+
+        return tuple(pick(o) for o in out) if return_sigma else pick(out)
+
+
+def by_fidelity(models: dict, fidelity: str | None = None) -> dict:
+    """Models for a table: a multi-fidelity model becomes one column per fidelity (``name[hse]``), or
+    only ``fidelity``'s; single-fidelity models pass through."""
+    out = {}
+    for name, model in models.items():
+        names = getattr(model, "fidelities", None)
+        if not names:
+            out[name] = model
+            continue
+        for f in ([names[model.fidelity_index(fidelity)]] if fidelity else names):
+            out[f"{name}[{f}]"] = FidelityView(model, f)
+    if fidelity and len(out) == len(models) and not any(isinstance(m, FidelityView) for m in out.values()):
+        raise ValueError(f"--fidelity {fidelity}: none of the models is a multi-fidelity model")
     return out
 
 
@@ -74,28 +130,53 @@ def property_of(model) -> str | None:
     return (getattr(model, "metadata", None) or {}).get("property")
 
 
-def predict_all(models: dict, structures: dict, references: dict | None = None) -> list[dict]:
-    """One row per structure: id, formula, then one prediction per model.
+def predict_all(models: dict, structures: dict, references: dict | None = None, on_error: str = "raise",
+                skipped: list | None = None) -> list[dict]:
+    """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
+    Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head),
+    ``<model> flags`` (:class:`~matgl_cgat.domain.DomainFlags` against that model's training domain).
     Each structure is converted once per distinct converter setting, not once per model. With
     ``references`` (``{structure id: {"mat_id", label: value}}``, see
     :func:`matgl_cgat._reference.find_in_data`) a row also gets ``reference_id`` and, per model, the
     reference value of the model's property as ``<model> label`` (empty when there is none).
+
+    A structure no crystal can have (:class:`~matgl_cgat.graph.ImpossibleStructure`) raises
+    :class:`DataError` naming it, or with ``on_error="skip"`` is left out and reported in ``skipped``.
     """
     import torch
 
+    from matgl_cgat.domain import TrainingDomain, domain_flags, formula_of, inspect_structure
+
     rows = []
     for sid, s in structures.items():
-        row = {"id": sid, "formula": s.composition.reduced_formula}
+        row: dict = {"id": sid, "formula": formula_of(s)}
         graphs: dict = {}
-        for name, model in models.items():
-            converter = model.graph_converter()
-            key = tuple(sorted(converter.settings().items()))
-            if key not in graphs:
-                graphs[key] = converter.get_graph(s)[0]
+        try:  # what can be wrong with the input: checked once per structure, graphs once per converter
+            geometry = inspect_structure(s)
+            for model in models.values():
+                converter = model.graph_converter()
+                key = tuple(sorted(converter.settings().items()))
+                if key not in graphs:
+                    graphs[key] = converter.get_graph(geometry.structure)[0]
+        except (ValueError, TypeError) as exc:  # ImpossibleStructure is a ValueError
+            error = DataError(f"structure {sid!r} ({formula_of(s)}): {exc}")
+            if on_error == "raise":
+                raise error from None
+            if skipped is not None:
+                skipped.append((sid, str(error)))
+            continue
+        for name, model in models.items():  # a failing model is the model's error, never a skipped input
             model.eval()
+            graph = graphs[tuple(sorted(model.graph_converter().settings().items()))]
             with torch.no_grad():
-                row[name] = float(model(graphs[key]))
+                if getattr(model, "sigma_head", None) is not None:
+                    value, sigma = model(graph, return_sigma=True)
+                    row[f"{name} sigma"] = float(sigma)
+                else:
+                    value = model(graph)
+            row[name] = float(value)
+            row[f"{name} flags"] = domain_flags(geometry, TrainingDomain.of_model(model))
             if references is not None:
                 row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
         if references is not None:
@@ -108,30 +189,99 @@ def units_of(model) -> str:
     return (getattr(model, "metadata", None) or {}).get("units", "")
 
 
+#: Decimals written to CSV/JSON: 0.1 meV(/atom) or 0.1 meV of a gap, far below any model's error.
+DECIMALS = 4
+#: Suffixes ``--out`` writes.
+OUT_FORMATS = {".csv": "csv", ".json": "json"}
+
+
+def _rounded(value):
+    return round(value, DECIMALS) if isinstance(value, float) else value
+
+
+def _flags(row: dict, name: str):
+    return row.get(f"{name} flags")
+
+
 def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
-    """Rows as "csv", "json" or an aligned "table" with units in the header."""
+    """Rows as "csv", "json" or an aligned "table", with units in the headers and rounded values.
+
+    CSV columns per model: ``<model> (<units>)``, ``<model> sigma (<units>)``, ``<model> label
+    (<units>)`` (with references), ``<model> flags`` (domain messages joined by ``; ``). JSON nests the
+    same per model: ``{"value", "sigma", "label", "flags": [...]}``.
+    """
     if fmt == "json":
-        return json.dumps({"units": {n: units_of(m) for n, m in models.items()}, "predictions": rows}, indent=2)
+        out = []
+        for r in rows:
+            item = {"id": r["id"], "formula": r["formula"]}
+            for n in models:
+                entry = {"value": _rounded(r[n])}
+                if f"{n} sigma" in r:
+                    entry["sigma"] = _rounded(r[f"{n} sigma"])
+                if f"{n} label" in r:
+                    entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
+                flags = _flags(r, n)
+                entry["flags"] = flags.messages() if flags is not None else []
+                item[n] = entry
+            if "reference_id" in r:
+                item["reference_id"] = r["reference_id"] or None
+            out.append(item)
+        return json.dumps({"units": {n: units_of(m) for n, m in models.items()}, "predictions": out}, indent=2)
     if fmt == "csv":
+        table = []
+        for r in rows:
+            line = {"id": r["id"], "formula": r["formula"]}
+            for n, m in models.items():
+                unit = f" ({units_of(m)})" if units_of(m) else ""
+                line[f"{n}{unit}"] = _rounded(r[n])
+                if f"{n} sigma" in r:
+                    line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
+                if f"{n} label" in r:
+                    line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
+                flags = _flags(r, n)
+                line[f"{n} flags"] = "; ".join(flags.messages()) if flags is not None else ""
+            if "reference_id" in r:
+                line["reference_id"] = r["reference_id"]
+            table.append(line)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id", "formula"])
+        writer = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["id", "formula"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(table)
         return buf.getvalue()
     labelled = any(f"{n} label" in r for r in rows for n in models)
+    with_sigma = any(f"{n} sigma" in r for r in rows for n in models)
 
     def cell(r: dict, n: str) -> str:
+        text = f"{r[n]:+.3f}"
+        if f"{n} sigma" in r:
+            text += f" ± {r[f'{n} sigma']:.3f}"
+        elif with_sigma:
+            text += " " * 8
         label = r.get(f"{n} label", "")
-        return f"{r[n]:+.3f}" + (f" ({label:+.3f})" if label != "" else "    " if labelled else "")
+        return text + (f" ({label:+.3f})" if label != "" else "    " if labelled else "")
 
-    headers = ["structure", "formula"] + [f"{n} ({units_of(m)})" for n, m in models.items()]
-    table = [[r["id"], r["formula"]] + [cell(r, n) for n in models] for r in rows]
+    def domain(r: dict) -> str:
+        shorts = {n: f.short() for n in models if (f := _flags(r, n)) is not None}
+        distinct = set(shorts.values())
+        if len(distinct) <= 1:
+            return distinct.pop() if distinct else "-"
+        return "; ".join(f"{n}: {v}" for n, v in shorts.items() if v != "-")
+
+    headers = ["structure", "formula"] + [f"{n} ({units_of(m)})" for n, m in models.items()] + ["domain flags"]
+    table = [[r["id"], r["formula"]] + [cell(r, n) for n in models] + [domain(r)] for r in rows]
     if labelled:
         headers.append("in mp_gap")
         table = [line + [r.get("reference_id", "") or "-"] for line, r in zip(table, rows)]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [headers, *table]]
+    if with_sigma:
+        lines.append("(± sigma: the model's standard deviation for this crystal, errors modelled as Laplace: the 68% "
+                     "interval is ± 0.81 sigma, the 95% one ± 2.12 sigma; measured coverage in the model card)")
     if labelled:
         lines.append("(in brackets: the DFT value of the same crystal in the shared mp_gap data, matched with "
                      "pymatgen's StructureMatcher)")
+    if any(r.get(f"{n} flags") for r in rows for n in models):
+        lines.append("(domain flags: Xx(n) = element in only n training structures; short-contact = atoms closer than "
+                     "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "
+                     "periodicity; domain? = the model stores no training domain)")
     return "\n".join(lines)

@@ -104,6 +104,7 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
         "test_metrics": metrics,
         "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - parts.test.labels[target]).mean()),
         "train_seconds_this_invocation": round(seconds),
+        "domain": trained.metadata.get("domain"),
     }
     trained.save(out / "model")
     from matgl_cgat.plots import plot_training_curve

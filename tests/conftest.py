@@ -13,6 +13,7 @@ from pymatgen.core import Lattice, Structure
 
 from matgl_cgat import CGAT
 from matgl_cgat.data import default_data_dir
+from matgl_cgat.graph import covalent_radius
 
 torch.set_num_threads(2)
 
@@ -48,11 +49,26 @@ def tiny_model() -> CGAT:
 
 
 def random_structure(seed: int = 0, n: int = 5, elements=("Li", "Fe", "O", "P")) -> Structure:
-    """A generic (low-symmetry) structure: all neighbour distances distinct, so no ties."""
+    """A generic (low-symmetry) structure: all neighbour distances distinct, so no ties.
+
+    Sites are placed one by one at random, redrawing any that would come closer than 0.6 of a
+    covalent bond length to an earlier one (or its images): the converter refuses atoms on top of
+    each other (below 0.5), so test crystals must be physically possible.
+    """
     rng = np.random.default_rng(seed)
     lattice = Lattice.from_parameters(4.1, 4.7, 5.3, 83.0, 97.0, 101.0)
     species = [elements[i % len(elements)] for i in range(n)]
-    return Structure(lattice, species, rng.random((n, 3)))
+    radii = [covalent_radius(e) for e in species]
+    coords: list = []
+    while len(coords) < n:
+        trial = rng.random(3)
+        i = len(coords)
+        points = np.array(coords + [trial])
+        dist = lattice.get_all_distances(points, points)[i]  # minimum-image distances to every site so far
+        dist[i] = min(lattice.abc)  # the site's own images
+        if all(dist[j] >= 0.6 * (radii[i] + radii[j]) for j in range(i + 1)):
+            coords.append(trial)
+    return Structure(lattice, species, coords)
 
 
 @pytest.fixture

@@ -34,10 +34,12 @@ def test_predict_files_to_csv_and_json(tmp_path, saved_model, nacl, capsys):
     assert main(["predict", *files, "--model", str(saved_model), "--out", str(tmp_path / "p.csv")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert [r["id"] for r in rows] == ["nacl", "POSCAR", "two:0", "two:1", "mp-x"]
-    assert rows[0]["formula"] == "NaCl" and float(rows[0]["model"]) == pytest.approx(float(rows[1]["model"]), abs=1e-5)
+    column = "model (eV/atom)"  # units in the header, values rounded to 4 decimals
+    assert rows[0]["formula"] == "NaCl" and float(rows[0][column]) == pytest.approx(float(rows[1][column]), abs=1e-4)
     model = make_model()
     model.set_normalization(-1.0, 0.5)
-    assert float(rows[0]["model"]) == pytest.approx(float(model.predict_structure(nacl)), abs=1e-5)
+    assert float(rows[0][column]) == pytest.approx(float(model.predict_structure(nacl)), abs=1e-4)
+    assert all(len(r[column].split(".")[-1]) <= 4 for r in rows)
 
     assert main(["predict", files[0], "--model", str(saved_model), "--out", str(tmp_path / "p.json")]) == 0
     doc = json.loads((tmp_path / "p.json").read_text())
@@ -82,8 +84,8 @@ def test_predict_shows_reference_labels_of_matching_crystals(tmp_path, saved_mod
     assert main(["predict", *files, "--model", str(saved_model), "--labels", str(data),
                  "--out", str(tmp_path / "p.csv")]) == 0
     rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "p.csv"))}
-    assert rows["nacl"]["reference_id"] == "ref-1" and float(rows["nacl"]["model label"]) == -2.1
-    assert rows["cu"]["reference_id"] == "" and rows["cu"]["model label"] == ""
+    assert rows["nacl"]["reference_id"] == "ref-1" and float(rows["nacl"]["model label (eV/atom)"]) == -2.1
+    assert rows["cu"]["reference_id"] == "" and rows["cu"]["model label (eV/atom)"] == ""
     capsys.readouterr()
     assert main(["predict", *files, "--model", str(saved_model), "--labels", str(data)]) == 0
     out = capsys.readouterr().out

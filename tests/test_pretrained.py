@@ -38,17 +38,30 @@ def test_shipped_model_loads_offline_with_card(name, monkeypatch, nacl):
     assert model.metadata == card
     # physical sanity on textbook crystals: an ionic insulator and an elemental metal
     copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]])
-    salt, metal = float(model.predict_structure(nacl)), float(model.predict_structure(copper))
+    for fidelity in model.fidelities or [None]:  # a multi-fidelity model: every fidelity is a gap model
+        salt = float(model.predict_structure(nacl, fidelity=fidelity))
+        metal = float(model.predict_structure(copper, fidelity=fidelity))
+        _check_textbook_crystals(card, salt, metal, model.output_min)
+    assert model.output_min == card.get("output_min")  # the card states the bound the weights carry
+    value, sigma = model.predict_structure(nacl, return_sigma=True, fidelity=(model.fidelities or [None])[0])
+    assert float(sigma) > 0 and "uncertainty" in card and "domain" in card  # every shipped model has both
+
+
+def _check_textbook_crystals(card: dict, salt: float, metal: float, output_min) -> None:
     assert math.isfinite(salt) and math.isfinite(metal)
-    if card["property"].startswith("gap"):
+    if card.get("fidelities") or card["property"].startswith("gap"):
         assert salt > 2.0 and metal < 1.0, (salt, metal)
     elif card["property"] == "e_form_pbe":
         assert salt < -1.0 and abs(metal) < 0.5, (salt, metal)
     elif card["property"] == "e_hull_pbe":  # both are ground states: on the hull
         assert abs(salt) < 0.1 and abs(metal) < 0.1, (salt, metal)
-    assert model.output_min == card.get("output_min")  # the card states the bound the weights carry
-    if model.output_min is not None:
-        assert min(salt, metal) >= model.output_min
+    if output_min is not None:
+        assert min(salt, metal) >= output_min
+
+
+def _label_columns(name: str) -> list[str]:
+    card = json.loads((_HERE / name / "model.json").read_text())["metadata"]
+    return list((card.get("label_columns") or {}).values()) or [card["property"]]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +69,7 @@ def shared_graphs(shared_data, tmp_path_factory):
     """Every shared record that has any of the shipped models' labels, converted once."""
     from matgl_cgat.data import load_dataset
 
-    targets = sorted({json.loads((_HERE / n / "model.json").read_text())["metadata"]["property"] for n in SHIPPED})
+    targets = sorted({c for n in SHIPPED for c in _label_columns(n)})
     ds = load_dataset(shared_data / "mp_gap.jsonl.gz", targets, require="any",
                       cache_dir=tmp_path_factory.mktemp("graphs"), progress=False)
     return ds
@@ -69,7 +82,18 @@ def test_shipped_model_reproduces_its_card_on_the_shared_test_split(name, shared
 
     from matgl_cgat.data import split_from_file
 
+    from matgl_cgat.data import split_per_target
+
     model = matgl.load_model(name)
+    if model.fidelities:  # one test MAE per fidelity, each on its own split
+        columns = _label_columns(name)
+        test = split_per_target(shared_graphs.with_targets(columns), shared_data / "splits.json", columns)["test"]
+        pred = model.predict_dataset(test)
+        for j, (fidelity, column) in enumerate(zip(model.fidelities, columns)):
+            have = np.isfinite(test.labels[column])
+            mae = float(np.abs(pred[have, j] - test.labels[column][have]).mean())
+            assert mae == pytest.approx(model.metadata["test_mae"][fidelity]["mae"], rel=1e-3), fidelity
+        return
     target = model.metadata["property"]
     test = split_from_file(shared_graphs.with_target(target), shared_data / "splits.json", target)["test"]
     mae = float(np.abs(model.predict_dataset(test) - test.labels[target]).mean())

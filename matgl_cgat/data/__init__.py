@@ -8,7 +8,7 @@ from ._mgl import graph_dataset
 from ._paths import ENV_VAR, default_data_dir
 from ._prepare import prepare_splits
 from ._sources import Records, read_structures
-from ._splits import Splits, load_splits, nested_subsets, random_split, split_from_file
+from ._splits import Splits, load_splits, nested_subsets, random_split, split_from_file, split_per_target
 
 __all__ = [
     "ENV_VAR",
@@ -25,4 +25,5 @@ __all__ = [
     "random_split",
     "read_structures",
     "split_from_file",
+    "split_per_target",
 ]

@@ -97,6 +97,21 @@ def split_from_file(dataset, path: str | Path, key: str, *, allow_missing: bool 
                   missing=out["missing"])
 
 
+def split_per_target(dataset, path: str | Path, keys: Sequence[str]) -> Splits:
+    """Splits of a several-label dataset whose ``splits.json`` draws one split per label (``keys``).
+
+    Each part keeps each label only for the ids of that label's own part (NaN elsewhere, see
+    :meth:`GraphDataset.keeping_labels`); a crystal in the PBE training split and the HSE test split
+    is in both parts, with its PBE label in one and its HSE label in the other. So every label is
+    trained and tested exactly where a single-label model of it would be.
+    """
+    lists = {key: load_splits(path, key) for key in keys}
+    parts = {part: dataset.keeping_labels({key: lists[key].get(part, []) for key in keys})
+             for part in ("train", "val", "test")}
+    return Splits(parts["train"], parts["val"], parts["test"], source=None,
+                  split=f"{Path(path).name}, per label {list(keys)}")
+
+
 def random_split(dataset, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> list:
     """Seeded random split into parts of the given fractions (the last part takes the remainder)."""
     fractions = np.asarray(fractions, dtype=float)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._checks import IMPOSSIBLE_FRACTION, SHORT_FRACTION, Contact, ImpossibleStructure, as_checked_structure, covalent_radius, shortest_contact
 from ._composition import CompositionGraph, composition_graph
 from ._converter import DEFAULT_TOLERANCE, CGATGraphConverter, NeighborShells, nearest_neighbor_shells
 from ._elements import ELEMENTS, atomic_numbers_of
@@ -9,6 +10,13 @@ from ._elements import ELEMENTS, atomic_numbers_of
 __all__ = [
     "DEFAULT_TOLERANCE",
     "ELEMENTS",
+    "IMPOSSIBLE_FRACTION",
+    "SHORT_FRACTION",
+    "Contact",
+    "ImpossibleStructure",
+    "as_checked_structure",
+    "covalent_radius",
+    "shortest_contact",
     "CGATGraphConverter",
     "CompositionGraph",
     "NeighborShells",

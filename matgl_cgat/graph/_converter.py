@@ -23,6 +23,7 @@ import torch
 from matgl.graph.converters import GraphConverter
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
+from ._checks import as_checked_structure, check_contacts
 from ._elements import ELEMENTS, atomic_numbers_of
 
 if TYPE_CHECKING:
@@ -168,15 +169,20 @@ class CGATGraphConverter(GraphConverter):
     def get_graph(self, structure) -> tuple[dgl.DGLGraph, torch.Tensor, np.ndarray]:
         """Build the graph of a pymatgen ``Structure`` (or ASE ``Atoms``).
 
+        Raises:
+            TypeError: neither a Structure nor Atoms.
+            ImpossibleStructure: no crystal can look like this (see :mod:`matgl_cgat.graph._checks`).
+
         Returns:
             (graph, lattice of shape (1, 3, 3), state_attr) as MatGL converters do.
         """
-        structure = _as_structure(structure)
+        structure = as_checked_structure(structure)
         z = atomic_numbers_of(structure)
         lattice = structure.lattice.matrix
         shells = nearest_neighbor_shells(
             structure.cart_coords, lattice, self.num_neighbors, self.tolerance, tie_break=z
         )
+        check_contacts(structure, shells)
         g = dgl.graph((torch.from_numpy(shells.src), torch.from_numpy(shells.dst)), num_nodes=len(z), idtype=torch.int32)
         # MatGL's convention: bond vector = pos[dst] - pos[src] + pbc_offset @ lattice. The image found
         # belongs to the neighbour (our src), so the offset seen from src to dst is its negative.
@@ -186,20 +192,3 @@ class CGATGraphConverter(GraphConverter):
         g.ndata["frac_coords"] = torch.from_numpy(structure.frac_coords).float()
         lat = torch.tensor(np.array([lattice]), dtype=torch.float32)
         return g, lat, np.zeros(2, dtype=np.float32)
-
-
-def _as_structure(obj) -> Structure:
-    """Accept pymatgen Structures and ASE Atoms."""
-    from pymatgen.core import Structure
-
-    if isinstance(obj, Structure):
-        return obj
-    try:
-        from ase import Atoms
-    except ImportError:  # pragma: no cover - ase is a pymatgen/matgl dependency
-        Atoms = ()
-    if isinstance(obj, Atoms):
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        return AseAtomsAdaptor.get_structure(obj)
-    raise TypeError(f"expected a pymatgen Structure or ASE Atoms, got {type(obj).__name__}")

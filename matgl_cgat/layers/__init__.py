@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._edge_mlp import edge_mlp
 from ._embedding import ElementEmbedding, matscholar_table
+from ._fidelity import FidelityFiLM, condition_on_fidelities
 from ._hypernetwork import HyperLinear, HyperNetwork
 from ._message_passing import CGATBlock, EdgePairMLP
 from ._mlp import GroupedMLP, hidden_width
@@ -15,12 +16,14 @@ __all__ = [
     "CGATBlock",
     "EdgePairMLP",
     "ElementEmbedding",
+    "FidelityFiLM",
     "GroupedMLP",
     "HyperLinear",
     "HyperNetwork",
     "ResidualHead",
     "RoostContext",
     "RoostMessage",
+    "condition_on_fidelities",
     "edge_mlp",
     "hidden_width",
     "matscholar_table",

@@ -20,7 +20,15 @@ from matgl.models._core import MatGLModel
 from torch import nn
 
 from matgl_cgat.graph import DEFAULT_TOLERANCE, ELEMENTS, CGATGraphConverter, composition_graph
-from matgl_cgat.layers import AttentionReadout, CGATBlock, ElementEmbedding, ResidualHead, RoostContext
+from matgl_cgat.layers import (
+    AttentionReadout,
+    CGATBlock,
+    ElementEmbedding,
+    FidelityFiLM,
+    ResidualHead,
+    RoostContext,
+    condition_on_fidelities,
+)
 
 if TYPE_CHECKING:
     import dgl
@@ -90,7 +98,9 @@ class CGAT(MatGLModel):
         readout_heads: int = 5,
         head_dims: tuple[int, ...] = (1024, 1024, 512, 512, 256, 256, 128),
         ntargets: int = 1,
+        fidelities: tuple[str, ...] | None = None,
         predict_log_sigma: bool = False,
+        sigma_hidden: int | None = None,
         data_mean: float | list[float] = 0.0,
         data_std: float | list[float] = 1.0,
         output_min: float | None = None,
@@ -116,7 +126,15 @@ class CGAT(MatGLModel):
             readout_heads: heads of the attention pooling (output width ``readout_heads * dim``).
             head_dims: widths of the residual output network.
             ntargets: number of targets predicted together.
+            fidelities: names of the fidelities (functionals, e.g. ``("pbe", "hse")``) of a
+                multi-fidelity model: one property, one output per fidelity, each from the shared
+                representation re-weighted by that fidelity's learned scale and shift
+                (:class:`~matgl_cgat.layers.FidelityFiLM`); sets ``ntargets`` to their number. Train it
+                on the per-fidelity label columns in this order (missing labels are masked).
             predict_log_sigma: also predict log(sigma) per target (aleatoric uncertainty, robust L1 loss).
+            sigma_hidden: hidden width of the uncertainty head, a small MLP from the pooled crystal
+                representation to log(sigma) per target, fitted after training on the frozen network
+                (:func:`matgl_cgat.uncertainty.fit_sigma_head`); None: no head.
             data_mean, data_std: target normalisation (training-set mean and std).
             output_min: lower bound of ``forward``'s predictions in target units (0 for hull distances
                 and band gaps, which cannot be negative; None: unbounded). Training losses and the
@@ -133,6 +151,12 @@ class CGAT(MatGLModel):
         self.element_types = ELEMENTS
         self.num_neighbors = num_neighbors
         self.tolerance = tolerance
+        if fidelities is not None:
+            fidelities = tuple(str(f) for f in fidelities)
+            if not fidelities or len({f.lower() for f in fidelities}) != len(fidelities):
+                raise ValueError(f"fidelities must be distinct names, got {fidelities}")
+            ntargets = len(fidelities)
+        self.fidelities = fidelities
         self.ntargets = ntargets
         self.predict_log_sigma = predict_log_sigma
         self.output_min = None if output_min is None else float(output_min)
@@ -157,7 +181,10 @@ class CGAT(MatGLModel):
         )
         self.context = RoostContext(roost_dim, roost_heads, roost_steps, roost_hidden, pool_heads=roost_heads)
         self.readout = AttentionReadout(dim, roost_dim, readout_heads)
-        self.head = ResidualHead(self.readout.out_dim, tuple(head_dims), ntargets * (2 if predict_log_sigma else 1))
+        per_row = 1 if fidelities else ntargets  # a multi-fidelity head is applied once per fidelity
+        self.head = ResidualHead(self.readout.out_dim, tuple(head_dims), per_row * (2 if predict_log_sigma else 1))
+        self.fidelity_film = nn.ModuleList(FidelityFiLM(self.readout.out_dim) for _ in fidelities) if fidelities else None
+        self.sigma_head = self._sigma_head(sigma_hidden) if sigma_hidden else None
         self.register_buffer("data_mean", torch.zeros(ntargets))
         self.register_buffer("data_std", torch.ones(ntargets))
         self.set_normalization(data_mean, data_std)
@@ -188,8 +215,21 @@ class CGAT(MatGLModel):
         self.output_min = None if value is None else float(value)
         self._init_args["output_min"] = self.output_min
 
-    def forward_normalized(self, g: dgl.DGLGraph) -> torch.Tensor:
-        """Raw network output for a (batched) graph: (B, ntargets) normalised means, then log sigmas."""
+    def _sigma_head(self, hidden: int) -> nn.Module:
+        out = 1 if self.fidelities else self.ntargets
+        return nn.Sequential(nn.Linear(self.readout.out_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
+
+    def set_sigma_head(self, hidden: int | None) -> None:
+        """Add a fresh (untrained) uncertainty head of this width, or remove it with None; saved with the model.
+
+        Fine-tuning removes it: a head fitted to one network's errors says nothing about another's.
+        """
+        self.sigma_head = self._sigma_head(hidden).to(self.data_mean.device) if hidden else None
+        self._init_args["sigma_hidden"] = hidden
+
+    def represent(self, g: dgl.DGLGraph) -> torch.Tensor:
+        """Pooled crystal representation (B, readout width): the input of the output network and of the
+        uncertainty head."""
         node_type = g.ndata["node_type"].long()
         num_nodes = g.batch_num_nodes()
         rank = g.edata["rank"].long()
@@ -205,7 +245,38 @@ class CGAT(MatGLModel):
             h, e, edge_index = block(g, src, dst, h, h0, e, edge_index)
         comp = composition_graph(node_type, num_nodes, len(ELEMENTS))
         context = self.context(comp.graph, self.embedding.table[comp.element_type], comp.fraction, comp.num_elements)
-        return self.head(self.readout(h, context, num_nodes))
+        return self.readout(h, context, num_nodes)
+
+    def head_output(self, features: torch.Tensor) -> torch.Tensor:
+        """Output network on pooled representations: (B, ntargets) normalised means, then log sigmas."""
+        if self.fidelities is None:
+            return self.head(features)
+        out = self.head(condition_on_fidelities(features, self.fidelity_film))  # (B, F, 1 or 2)
+        return out.permute(0, 2, 1).reshape(out.shape[0], -1)  # means of every fidelity, then log sigmas
+
+    def sigma_output(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, ntargets) log(sigma) in normalised units from the uncertainty head."""
+        if self.fidelities is None:
+            return self.sigma_head(features)
+        return self.sigma_head(condition_on_fidelities(features, self.fidelity_film))[..., 0]
+
+    def fidelity_index(self, fidelity: str) -> int:
+        """Column of a fidelity (case-insensitive) in a multi-fidelity model's output."""
+        if self.fidelities is None:
+            raise ValueError(f"this is a single-fidelity model; fidelity={fidelity!r} applies to multi-fidelity models")
+        names = [f.lower() for f in self.fidelities]
+        if str(fidelity).lower() not in names:
+            raise ValueError(f"unknown fidelity {fidelity!r}; this model knows {list(self.fidelities)}")
+        return names.index(str(fidelity).lower())
+
+    def forward_normalized(self, g: dgl.DGLGraph) -> torch.Tensor:
+        """Raw network output for a (batched) graph: (B, ntargets) normalised means, then log sigmas."""
+        return self.head_output(self.represent(g))
+
+    def denormalize(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, ntargets) predictions in target units, bounded by ``output_min``, from the raw output."""
+        pred = out[:, : self.ntargets] * self.data_std + self.data_mean
+        return pred if self.output_min is None else pred.clamp(min=self.output_min)
 
     def forward(
         self,
@@ -213,6 +284,7 @@ class CGAT(MatGLModel):
         state_attr: torch.Tensor | None = None,
         l_g: dgl.DGLGraph | None = None,
         return_log_sigma: bool = False,
+        return_sigma: bool = False,
         **kwargs,
     ):
         """Predict for a batch of graphs from :class:`CGATGraphConverter`.
@@ -222,15 +294,21 @@ class CGAT(MatGLModel):
             state_attr: unused (CGAT has no global state input); accepted for MatGL's training loop.
             l_g: unused; accepted for MatGL's signature.
             return_log_sigma: also return log(sigma) in the target's units (needs ``predict_log_sigma``).
+            return_sigma: also return the standard deviation of the prediction from the uncertainty
+                head (needs one, see :meth:`set_sigma_head`), in the target's units.
 
         Returns:
             Predictions, squeezed like MatGL's models ((B,) for one target); with ``return_log_sigma``
-            a tuple (prediction, log_sigma).
+            or ``return_sigma`` a tuple (prediction, log_sigma or sigma).
         """
-        out = self.forward_normalized(g)
-        pred = out[:, : self.ntargets] * self.data_std + self.data_mean
-        if self.output_min is not None:
-            pred = pred.clamp(min=self.output_min)
+        if return_sigma and self.sigma_head is None:
+            raise ValueError("this model has no uncertainty head; fit one with matgl_cgat.uncertainty.fit_sigma_head")
+        features = self.represent(g)
+        out = self.head_output(features)
+        pred = self.denormalize(out)
+        if return_sigma:
+            log_sigma = self.sigma_output(features).float().clamp(-20.0, 20.0)
+            return torch.squeeze(pred), torch.squeeze(torch.exp(log_sigma) * self.data_std)
         if return_log_sigma:
             if not self.predict_log_sigma:
                 raise ValueError("this model was built without predict_log_sigma=True")
@@ -263,6 +341,8 @@ class CGAT(MatGLModel):
         blocks: dict[str, list[nn.Module]] = {"embeddings": [self.embedding, self.edge_embedding]}
         blocks.update({f"mp.{i}": [b] for i, b in enumerate(self.blocks)})
         blocks["readout"] = [self.context, self.readout]
+        for name, film in zip(self.fidelities or (), self.fidelity_film or ()):
+            blocks[f"fidelity.{name}"] = [film]
         blocks["head"] = [self.head]
         return blocks
 
@@ -276,17 +356,41 @@ class CGAT(MatGLModel):
         """The converter whose graphs this model expects."""
         return CGATGraphConverter(num_neighbors=self.num_neighbors, tolerance=self.tolerance)
 
-    def predict_structure(self, structure, state_attr=None, graph_converter: GraphConverter | None = None):
-        """Predict the property of one pymatgen ``Structure`` (or ASE ``Atoms``), in the target's units."""
+    def predict_structure(self, structure, state_attr=None, graph_converter: GraphConverter | None = None,
+                          return_sigma: bool = False, check_domain: bool = True, fidelity: str | None = None):
+        """Predict the property of one pymatgen ``Structure`` (or ASE ``Atoms``), in the target's units.
+
+        Args:
+            return_sigma: return ``(prediction, sigma)``, sigma from the uncertainty head (every shipped
+                model has one; its calibration is in the model card).
+            check_domain: warn (:class:`DomainWarning`) when the crystal is unlike the training data
+                (see :mod:`matgl_cgat.domain`): rare elements, unusual geometry, reduced periodicity.
+            fidelity: for a multi-fidelity model, the functional to predict (e.g. ``"hse"``); without
+                it such a model returns every fidelity's value, in ``model.fidelities`` order.
+
+        Raises:
+            ImpossibleStructure: a structure no crystal can have (overlapping atoms, non-finite numbers).
+        """
+        column = self.fidelity_index(fidelity) if fidelity is not None else None
+        if check_domain:
+            from matgl_cgat.domain import DomainWarning, TrainingDomain, domain_flags, formula_of
+
+            flags = domain_flags(structure, TrainingDomain.of_model(self))
+            if flags:
+                warnings.warn(f"{formula_of(structure)}: " + "; ".join(flags.messages()), DomainWarning, stacklevel=2)
         g, _, _ = (graph_converter or self.graph_converter()).get_graph(structure)
         g = g.to(self.data_mean.device)
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                return self(g)
+                out = self(g, return_sigma=return_sigma)
         finally:
             self.train(was_training)
+        if column is None:
+            return out
+        pick = lambda t: t.reshape(-1, self.ntargets)[0, column]  # noqa: E731  (forward squeezes (1, F))
+        return tuple(pick(o) for o in out) if return_sigma else pick(out)
 
     def save(self, path: str | Path = ".", metadata: dict | None = None, makedirs: bool = True):
         """MatGL's folder format (``model.json``, ``model.pt``, ``state.pt``); ``metadata`` defaults to

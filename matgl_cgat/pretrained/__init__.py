@@ -39,6 +39,9 @@ def register_pretrained(name: str, path: str | Path) -> None:
         raise ValueError(f"pretrained CGAT names start with {PREFIX!r}, got {name!r}")
     if not (Path(path) / "model.json").is_file():
         raise FileNotFoundError(f"{path} is not a saved model folder (no model.json)")
+    shipped = {p.name.lower(): p.name for p in _HERE.iterdir() if (p / "model.json").is_file()}
+    if name.lower() in shipped:  # a shipped name always means the shipped model
+        raise ValueError(f"{name!r} is the name of the shipped model {shipped[name.lower()]}; register under another name")
     _extra[name] = Path(path)
 
 

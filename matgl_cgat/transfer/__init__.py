@@ -5,6 +5,7 @@ validation-fitted output offset (``calibrate_offset``)."""
 from __future__ import annotations
 
 from ._calibrate import best_output_shift, calibrate_offset
+from ._fidelity import add_fidelity, multi_fidelity_from
 from ._finetune import FINETUNE_RECIPE, finetune
 from ._policies import (
     POLICIES,
@@ -21,6 +22,7 @@ __all__ = [
     "FINETUNE_RECIPE",
     "POLICIES",
     "PolicyReport",
+    "add_fidelity",
     "apply_policy",
     "best_output_shift",
     "calibrate_offset",
@@ -28,6 +30,7 @@ __all__ = [
     "keep_frozen_in_eval",
     "layerwise_param_groups",
     "model_blocks",
+    "multi_fidelity_from",
     "trainable_blocks",
     "unfreeze_next",
 ]

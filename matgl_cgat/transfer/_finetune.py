@@ -22,15 +22,84 @@ from ._policies import apply_policy, layerwise_param_groups, unfreeze_next
 FINETUNE_RECIPE = "cpu-transfer"
 
 
-def _as_dataset(data, model, progress: bool):
-    """Datasets pass through; a ``(structures, labels)`` tuple is converted with the model's converter."""
-    if not isinstance(data, tuple):
-        return data
-    from matgl_cgat.data import load_dataset
+#: Card entries that describe the parent's training and do not carry over to the fine-tuned copy.
+_RETRAINED = ("domain", "uncertainty")
+#: Card entries that stay true of a fine-tuned copy.
+_CARRIED = ("units", "preset", "fidelities", "label_columns")
 
-    structures, labels = data
-    return load_dataset(list(structures), "y", labels=list(labels), converter=model.graph_converter(),
-                        progress=progress)
+#: Below this many training structures :func:`finetune` warns that it cannot be expected to fit.
+FEW_STRUCTURES = 10
+
+
+def _as_dataset(data, model, progress: bool, role: str = "train"):
+    """Datasets pass through; a ``(structures, labels)`` tuple is converted with the model's converter.
+
+    The tuple's lists are explicit, so :func:`~matgl_cgat.data.load_dataset` refuses (rather than
+    drops) a structure of the wrong type or a label that is None, NaN, infinite or not a number; the
+    error is prefixed with ``role`` (``train``/``val``). A path is refused with the call to make
+    first: reading a file needs the name of the label column, which ``finetune`` does not take.
+    """
+    if data is None and role == "val":
+        return None
+    if isinstance(data, (str, Path)):
+        raise TypeError(f"finetune: {role}={str(data)!r} is a path; finetune takes datasets: read it first with "
+                        f"matgl_cgat.data.load_dataset({str(data)!r}, target) (the target names the label "
+                        "column), or pass (structures, labels)")
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise TypeError(f"finetune: {role} as a tuple must be (structures, labels), got {len(data)} items")
+        from matgl_cgat.data import DataError, load_dataset
+
+        structures, labels = data
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+            raise TypeError(f"finetune: {role} labels must be a sequence of numbers, got {type(labels).__name__}")
+        try:
+            return load_dataset(list(structures), "y", labels=list(labels), converter=model.graph_converter(),
+                                progress=progress)
+        except DataError as exc:
+            raise DataError(f"finetune {role} data: {exc}") from None
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")) or isinstance(data, (dict, bytes)):
+        raise TypeError(f"finetune: {role} must be a dataset (matgl_cgat.data.load_dataset) or a (structures, labels) "
+                        f"tuple, got {type(data).__name__}")
+    if isinstance(data, list) and data and not isinstance(data[0], tuple):
+        raise TypeError(f"finetune: {role} is a list of {type(data[0]).__name__}; structures need labels: pass "
+                        f"(structures, labels) or a dataset from load_dataset")
+    return data
+
+
+def _check_training_set(y, targets, n: int, renormalize: bool, val, policy: str, config) -> None:
+    """Refuse what cannot work and warn about what will probably not, before any training.
+
+    * ``renormalize`` re-fits each target's mean and std on the training labels: with fewer than 2
+      distinct values the std is 0 and there is nothing to fit (the model would be scaled by an
+      invented std of 1), so it is an error that says to keep the source normalisation instead.
+    * Without ``val`` nothing checks the result: the last epoch's weights come back, so say so.
+    * A handful of structures cannot be expected to fit a network of this size; say so and point to
+      the choices that change least (the head only, the source normalisation).
+    """
+    if renormalize:
+        for j, t in enumerate(targets):
+            column = y[:, j][np.isfinite(y[:, j])]
+            distinct = np.unique(column)
+            if len(distinct) < 2:
+                raise ValueError(
+                    f"finetune: renormalize=True re-fits the mean and std of {t!r} on the training labels and needs at "
+                    f"least 2 distinct values; the training set has {n} structure(s) with "
+                    f"{len(distinct)} distinct value(s) {distinct[:3].tolist()}. Pass renormalize=False (CLI: "
+                    "--keep-normalization) to keep the source model's normalisation, or give more data"
+                )
+    if val is None:
+        kept = f"the mean of the last {config.average_last} epochs' weights" if config.average_last \
+            else "the last epoch's weights"
+        warnings.warn(f"finetune: no validation set: {kept} are returned with no validation check of the "
+                      "result; pass val= to keep the best epoch's weights", UserWarning, stacklevel=3)
+    if n < FEW_STRUCTURES:
+        advice = "train the head only (policy='head')" if policy != "head" and not policy.startswith("fidelity:") else ""
+        if renormalize:
+            advice += (" and " if advice else "") + "keep the source normalisation (renormalize=False)"
+        warnings.warn(f"finetune: only {n} training structure(s): so few cannot be expected to fit the model "
+                      f"(policy={policy!r}); check the result on held-out data"
+                      + (f", and consider: {advice}" if advice else ""), UserWarning, stacklevel=3)
 
 
 def train_labels(ds, targets) -> np.ndarray:
@@ -50,13 +119,19 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
         model: a trained CGAT (e.g. ``matgl.load_model("CGAT-PBE-BandGap")``), or a MatGL model with
             declared transfer blocks.
         train, val: datasets from :func:`matgl_cgat.data.load_dataset` (any dataset of MatGL
-            ``(graph, lattice, state, labels)`` items), or ``(structures, labels)`` tuples. With
-            ``val`` the weights of the epoch with the lowest validation MAE are returned; without it,
-            those of the last epoch (with ``average_last``, the averaged weights either way).
+            ``(graph, lattice, state, labels)`` items), or ``(structures, labels)`` tuples (a label
+            that is None, NaN, infinite or not a number is a :class:`~matgl_cgat.data.DataError`
+            naming the structure, never a silently dropped row; a file path is a ``TypeError``:
+            read it with ``load_dataset(path, target)`` first). With ``val`` the weights of the epoch
+            with the lowest validation MAE are returned; without it, those of the last epoch (with
+            ``average_last``, the averaged weights either way), with a ``UserWarning`` that nothing
+            checked them. Fewer than ``FEW_STRUCTURES`` (10) training structures give a
+            ``UserWarning`` too.
         policy: freeze policy (see :mod:`matgl_cgat.transfer`); ``"full"`` trains everything.
         renormalize: re-fit the target mean/std on ``train`` (True, default: right when the new
             property's scale differs, e.g. PBE -> HSE gaps) or keep the source model's (False, what the
-            reference did silently).
+            reference did silently). Re-fitting needs at least 2 distinct training labels per target
+            (a ``ValueError`` otherwise: a std of 0 cannot scale anything).
         output_min: lower bound of the returned model's predictions; ``"auto"`` keeps the source
             model's bound only if every training label respects it (otherwise it is dropped, with a
             warning).
@@ -72,14 +147,28 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
     """
     config = (config or recipe(FINETUNE_RECIPE)).replace(**settings) if settings else (config or recipe(FINETUNE_RECIPE))
     tuned = copy.deepcopy(model)
-    train_ds = _as_dataset(train, tuned, config.progress)
-    val_ds = _as_dataset(val, tuned, config.progress)
+    tuned.__dict__.pop("source", None)  # where the parent was loaded from; the copy is new
+    if getattr(tuned, "sigma_head", None) is not None:  # fitted to the parent's errors, not the copy's
+        tuned.set_sigma_head(None)
+    train_ds = _as_dataset(train, tuned, config.progress, "train")
+    val_ds = _as_dataset(val, tuned, config.progress, "val")
     if len(train_ds) == 0:
         raise ValueError("finetune: the training set is empty")
+    if val_ds is not None and len(val_ds) == 0:
+        raise ValueError("finetune: the validation set is empty; pass val=None to train without one")
     from matgl_cgat.training import dataset_targets
 
     targets = dataset_targets(train_ds)
+    fidelities = getattr(tuned, "fidelities", None)
+    if fidelities and len(targets) != len(fidelities):
+        raise ValueError(f"finetune: a multi-fidelity model needs one label column per fidelity {list(fidelities)}, in "
+                         f"that order (missing labels as NaN/None with require='any'); the data has {list(targets)}")
+    if policy.startswith("fidelity:") and renormalize:
+        raise ValueError(f"finetune: policy={policy!r} trains one fidelity alone so that the others cannot change, "
+                         "but renormalize=True would re-fit every fidelity's mean and std: pass renormalize=False "
+                         "(add_fidelity already set the new fidelity's normalisation)")
     y = train_labels(train_ds, targets)
+    _check_training_set(y, targets, len(train_ds), renormalize, val_ds, policy, config)
     if output_min == "auto":
         bound = getattr(tuned, "output_min", None)
         if bound is not None and np.nanmin(y) < bound:
@@ -92,9 +181,8 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
         tuned.set_output_min(bound)
     elif bound is not None:
         raise ValueError(f"{type(model).__name__} has no output bound; pass output_min=None")
-    if renormalize:
-        std = np.nanstd(y, axis=0)
-        tuned.set_normalization(np.nanmean(y, axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+    if renormalize:  # every std > 0: _check_training_set refused fewer than 2 distinct values
+        tuned.set_normalization(np.nanmean(y, axis=0).tolist(), np.nanstd(y, axis=0).tolist())
     tuned.train()  # the policy then puts frozen blocks in eval mode
     report = apply_policy(tuned, policy)
     groups = layerwise_param_groups(tuned, config.lr, config.layerwise_lr_decay) if config.layerwise_lr_decay \
@@ -105,8 +193,10 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
                  run_info={"policy": policy, "renormalize": renormalize, "output_min": bound,
                            "parent": parent_meta.get("name") if isinstance(parent_meta, dict) else None},
                  may_grow=("config.epochs",) if config.period and not config.average_last else ())
+    parent_card = {k: v for k, v in (parent_meta.items() if isinstance(parent_meta, dict) else ())
+                   if k not in _RETRAINED}
     record = {
-        "parent": parent_meta,
+        "parent": parent_card,
         "policy": policy,
         "renormalize": renormalize,
         "trainable_parameters": report.trainable,
@@ -127,7 +217,18 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
         "targets": list(result.targets),
         "training": result.record(),
     }
-    tuned.metadata = {**(parent_meta if isinstance(parent_meta, dict) else {}), "finetune": record}
+    # The copy's card: what stays true of it (units, preset, fidelities), what it now predicts, and the
+    # fine-tuning record holding the parent's card; the parent's name, property and scores do not carry.
+    tuned.metadata = {k: parent_card[k] for k in _CARRIED if k in parent_card}
+    tuned.metadata.update(property=targets[0] if len(targets) == 1 else list(targets), finetune=record)
+    if hasattr(tuned, "represent"):  # a CGAT: its graphs name elements the same way, so the domain is cheap
+        from matgl_cgat.domain import TrainingDomain
+
+        domain = TrainingDomain.from_dataset(train_ds, "finetune training set")
+        if policy.startswith("fidelity:") and isinstance(parent_meta, dict) and parent_meta.get("domain"):
+            # the other fidelities keep what they were trained on: their domain is the union
+            domain = TrainingDomain.from_dict(parent_meta["domain"]).merged(domain)
+        tuned.metadata["domain"] = domain.to_dict()
     tuned.finetune_report = report
     tuned.fit_result = result
     return tuned

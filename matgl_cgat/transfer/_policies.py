@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-POLICIES = ("full", "head", "readout+head", "last:K", "frozen-embeddings")
+POLICIES = ("full", "head", "readout+head", "last:K", "frozen-embeddings", "fidelity:NAME")
 
 
 def _m3gnet_blocks(model: nn.Module) -> dict[str, list[nn.Module]]:
@@ -69,12 +69,19 @@ def model_blocks(model: nn.Module) -> dict[str, list[nn.Module]]:
 def trainable_blocks(blocks: list[str], policy: str) -> list[str]:
     """Names of the blocks a policy trains."""
     mp = [b for b in blocks if b.startswith("mp.")]
+    fidelities = [b for b in blocks if b.startswith("fidelity.")]  # a multi-fidelity CGAT's conditioning
     if policy == "full":
         return list(blocks)
     if policy == "head":
         return ["head"]
     if policy == "readout+head":
-        return ["readout", "head"]
+        return ["readout", *fidelities, "head"]
+    if policy.startswith("fidelity:"):  # one fidelity's scale and shift alone: the others cannot change
+        block = "fidelity." + policy.split(":", 1)[1]
+        if block not in fidelities:
+            raise ValueError(f"policy {policy!r}: the model's fidelities are "
+                             f"{[b.split('.', 1)[1] for b in fidelities] or 'none (a single-fidelity model)'}")
+        return [block]
     if policy == "frozen-embeddings":
         return [b for b in blocks if b != "embeddings"]
     if policy.startswith("last:"):
@@ -84,7 +91,7 @@ def trainable_blocks(blocks: list[str], policy: str) -> list[str]:
             k = -1
         if not 0 <= k <= len(mp):
             raise ValueError(f"policy {policy!r}: K must be an integer in 0..{len(mp)} (message-passing steps)")
-        return mp[len(mp) - k :] + ["readout", "head"]
+        return mp[len(mp) - k :] + ["readout", *fidelities, "head"]
     raise ValueError(f"unknown freeze policy {policy!r}; choose from {', '.join(POLICIES)}")
 
 

@@ -95,7 +95,7 @@ def main() -> None:
     result = trained.fit_result
     rank = int(os.environ.get("LOCAL_RANK", 0))
     summary = {"rank": rank, "world_size": result.world_size, "is_global_zero": result.is_global_zero,
-               "weights": tensor_digest(trained.state_dict()), "first_epoch_items": sorted(seen[: len(seen) // args.epochs]),
+               "weights": tensor_digest(trained.state_dict()), "first_epoch_items": sorted(seen[: -(-24 // result.world_size)]),  # one epoch's share
                "last_weights": tensor_digest(load_checkpoint(args.out / "run" / "checkpoints" / "last.ckpt")["state_dict"]),
                "best_val_mae": result.best_val_mae, "best_epoch": result.best_epoch,
                "resumed_from_epoch": result.resumed_from_epoch, "test_metrics": metrics}

@@ -1,0 +1,200 @@
+"""Applicability domain: is a crystal like the ones a model was trained on?
+
+A graph network answers for any input, including crystals unlike anything it saw. Three cheap
+signals catch most of those cases, and every prediction of this package can carry them as flags:
+
+- **rare elements**: elements present in fewer than ``min_count`` (default :data:`MIN_COUNT`)
+  training structures. The counts are stored with the model (``metadata["domain"]``), so the check
+  needs no data at prediction time. An element the model never saw still gets its Matscholar
+  embedding, so the network predicts something: the flag says not to trust it.
+- **unusual geometry**: a contact shorter than :data:`~matgl_cgat.graph.SHORT_FRACTION` of the
+  covalent bond length (shorter than any of 6,000 Materials Project crystals; below
+  :data:`~matgl_cgat.graph.IMPOSSIBLE_FRACTION` the converter refuses the structure), or a volume per
+  atom outside the training range. CGAT's edges are neighbour ranks, so a compressed or expanded
+  copy of a crystal gets the real crystal's prediction: these flags are what notices the difference.
+- **reduced periodicity**: an ASE ``Atoms`` periodic in fewer than 3 directions (a slab or a wire put
+  in a box). CGAT treats the box as a 3D crystal.
+
+Flags are advice, not errors: :meth:`CGAT.predict_structure` warns, ``mgl-cgat predict`` shows a
+column, and CSV/JSON outputs carry them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matgl_cgat.graph import ELEMENTS, SHORT_FRACTION, Contact, as_checked_structure, nearest_neighbor_shells
+from matgl_cgat.graph._checks import check_contacts
+
+#: Elements in fewer training structures than this are flagged.
+MIN_COUNT = 10
+
+
+class DomainWarning(UserWarning):
+    """A prediction for a crystal unlike the model's training data (see :class:`DomainFlags`)."""
+
+
+def formula_of(obj) -> str:
+    """Reduced formula of a pymatgen ``Structure`` or ASE ``Atoms`` (for messages)."""
+    if hasattr(obj, "composition"):
+        return obj.composition.reduced_formula
+    return obj.get_chemical_formula(empirical=True) if hasattr(obj, "get_chemical_formula") else type(obj).__name__
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    """What a model was trained on, stored in its card as plain numbers (``metadata["domain"]``)."""
+
+    n_structures: int
+    element_counts: dict[str, int]  # element -> number of training structures containing it
+    volume_per_atom: tuple[float, float]  # smallest and largest in training, A^3
+    source: str = ""  # e.g. "mp_gap.jsonl.gz, splits.json['e_form_pbe'] train"
+
+    @classmethod
+    def from_graphs(cls, node_types: Iterable[np.ndarray], volumes_per_atom: Iterable[float],
+                    source: str = "") -> TrainingDomain:
+        """From per-structure arrays of 0-based element indices (CGAT graphs' ``node_type``) and volumes."""
+        counts: Counter = Counter()
+        n = 0
+        for types in node_types:
+            counts.update(ELEMENTS[int(t)] for t in np.unique(np.asarray(types)))
+            n += 1
+        v = np.asarray(list(volumes_per_atom), dtype=float)
+        if n == 0 or len(v) != n:
+            raise ValueError(f"need one volume per structure and at least one structure, got {n} and {len(v)}")
+        return cls(n, dict(sorted(counts.items())), (float(v.min()), float(v.max())), source)
+
+    @classmethod
+    def from_dataset(cls, dataset, source: str = "") -> TrainingDomain:
+        """From a dataset of MatGL ``(graph, lattice, ...)`` items built by :class:`CGATGraphConverter`."""
+        types, volumes = [], []
+        for i in range(len(dataset)):
+            g, lattice = dataset[i][:2]
+            types.append(g.ndata["node_type"].numpy())
+            volumes.append(abs(float(np.linalg.det(np.asarray(lattice, dtype=float).reshape(3, 3)))) / g.num_nodes())
+        return cls.from_graphs(types, volumes, source)
+
+    @classmethod
+    def from_structures(cls, structures: Iterable, source: str = "") -> TrainingDomain:
+        structures = [as_checked_structure(s) for s in structures]
+        return cls.from_graphs(
+            (np.array([site.specie.Z - 1 for site in s]) for s in structures),
+            (s.volume / len(s) for s in structures), source)
+
+    def to_dict(self) -> dict:
+        return {"n_structures": self.n_structures, "element_counts": dict(self.element_counts),
+                "volume_per_atom": list(self.volume_per_atom), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainingDomain:
+        lo, hi = d["volume_per_atom"]
+        return cls(int(d["n_structures"]), {str(k): int(v) for k, v in d["element_counts"].items()},
+                   (float(lo), float(hi)), str(d.get("source", "")))
+
+    def merged(self, other: TrainingDomain) -> TrainingDomain:
+        """The domain of both training sets together (counts added, volume ranges joined)."""
+        counts = dict(self.element_counts)
+        for e, n in other.element_counts.items():
+            counts[e] = counts.get(e, 0) + n
+        lo = min(self.volume_per_atom[0], other.volume_per_atom[0])
+        hi = max(self.volume_per_atom[1], other.volume_per_atom[1])
+        return TrainingDomain(self.n_structures + other.n_structures, dict(sorted(counts.items())), (lo, hi),
+                              "; ".join(s for s in (self.source, other.source) if s))
+
+    @classmethod
+    def of_model(cls, model) -> TrainingDomain | None:
+        """The domain stored in a model's card, or None for a model saved without one."""
+        card = getattr(model, "metadata", None)
+        d = card.get("domain") if isinstance(card, dict) else None
+        return cls.from_dict(d) if d else None
+
+
+@dataclass(frozen=True)
+class DomainFlags:
+    """Why a prediction may be unreliable; empty (falsy) when nothing is unusual."""
+
+    rare_elements: dict[str, int] = field(default_factory=dict)  # element -> training count (< min_count)
+    short_contact: str | None = None  # description of a contact below SHORT_FRACTION
+    volume_per_atom: float | None = None  # set when outside the training range
+    volume_range: tuple[float, float] | None = None
+    periodic_directions: int = 3
+    unknown_domain: bool = False  # the model has no stored training domain: elements/volume not checked
+
+    def __bool__(self) -> bool:
+        return bool(self.messages())
+
+    def messages(self) -> list[str]:
+        out = []
+        if self.rare_elements:
+            out.append("elements in few training structures: "
+                       + ", ".join(f"{e} ({n})" for e, n in self.rare_elements.items()))
+        if self.short_contact:
+            out.append(f"unusually short contact: {self.short_contact}")
+        if self.volume_per_atom is not None and self.volume_range is not None:
+            lo, hi = self.volume_range
+            out.append(f"volume {self.volume_per_atom:.1f} A^3/atom outside the training range {lo:.1f}-{hi:.1f}")
+        if self.periodic_directions < 3:
+            out.append(f"periodic in {self.periodic_directions} of 3 directions; CGAT treats the cell as a 3D crystal")
+        if self.unknown_domain:
+            out.append("the model stores no training domain: elements and volume not checked")
+        return out
+
+    def short(self) -> str:
+        """One compact cell for a table: ``Rn(0) V/atom 1.2 2D`` or ``-``."""
+        parts = [f"{e}({n})" for e, n in self.rare_elements.items()]
+        if self.short_contact:
+            parts.append("short-contact")
+        if self.volume_per_atom is not None:
+            parts.append(f"V/atom={self.volume_per_atom:.1f}")
+        if self.periodic_directions < 3:
+            parts.append(f"{self.periodic_directions}D")
+        if self.unknown_domain:
+            parts.append("domain?")
+        return " ".join(parts) or "-"
+
+    def to_dict(self) -> dict:
+        return {"rare_elements": dict(self.rare_elements), "short_contact": self.short_contact,
+                "volume_per_atom": self.volume_per_atom, "periodic_directions": self.periodic_directions,
+                "messages": self.messages()}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the flags need to know of one input, computed once however many models look at it."""
+
+    structure: object  # the checked pymatgen Structure
+    contact: Contact  # its shortest contact relative to covalent bond lengths
+    periodic_directions: int  # 3, or fewer for an ASE Atoms with partial pbc
+
+
+def inspect_structure(obj) -> Geometry:
+    """Check a ``Structure`` or ASE ``Atoms`` as the converter does (raising the same errors for
+    impossible ones) and measure what the domain flags use."""
+    pbc = getattr(obj, "pbc", None)
+    structure = as_checked_structure(obj)
+    shells = nearest_neighbor_shells(structure.cart_coords, structure.lattice.matrix, num_neighbors=12)
+    contact = check_contacts(structure, shells)
+    return Geometry(structure, contact, int(np.count_nonzero(pbc)) if pbc is not None else 3)
+
+
+def domain_flags(obj, domain: TrainingDomain | None, min_count: int = MIN_COUNT) -> DomainFlags:
+    """Flags for one structure (pymatgen ``Structure``, ASE ``Atoms`` or a :class:`Geometry`) against a
+    training domain (None: the model stores none; only geometry and periodicity are checked).
+
+    Raises what :func:`inspect_structure` raises for impossible structures.
+    """
+    geometry = obj if isinstance(obj, Geometry) else inspect_structure(obj)
+    structure, contact, periodic = geometry.structure, geometry.contact, geometry.periodic_directions
+    short = contact.describe(structure) if contact.fraction < SHORT_FRACTION else None
+    if domain is None:
+        return DomainFlags(short_contact=short, periodic_directions=periodic, unknown_domain=True)
+    rare = {e.symbol: domain.element_counts.get(e.symbol, 0) for e in structure.composition.elements}
+    rare = {e: n for e, n in sorted(rare.items()) if n < min_count}
+    volume = structure.volume / len(structure)
+    lo, hi = domain.volume_per_atom
+    outside = volume if not lo <= volume <= hi else None
+    return DomainFlags(rare, short, outside, domain.volume_per_atom if outside is not None else None, periodic)
