@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
-def file_mode() -> int:
-    """Permissions of an ordinary new file under the current umask (``mkstemp`` would leave 0600)."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def file_mode() -> int:
+    """Permissions of an ordinary new file under the current umask (``mkstemp`` would leave 0600)."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -59,3 +63,38 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getbuffer())
+
+
+#: The files of a MatGL model folder.
+MODEL_FILES = ("model.json", "model.pt", "state.pt")
+
+
+def save_model_folder(write, path: str | Path) -> None:
+    """Write a model folder so that readers never see a mix of old and new files.
+
+    ``write(folder)`` writes the model files (e.g. MatGL's ``save``) into a fresh temporary folder
+    beside ``path``. A folder holding only model files (or none) is then swapped in by two renames; a
+    folder with other files in it (``"."`` say) gets each file replaced atomically, ``model.json``
+    last, so an interrupted save there can leave new weights under the old description at worst.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        write(tmp)
+        swappable = not path.exists() or (path.is_dir() and {p.name for p in path.iterdir()} <= set(MODEL_FILES)
+                                          and path.resolve() != Path.cwd().resolve())
+        if swappable:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp leaves 0700
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            for name in ("state.pt", "model.pt", "model.json"):
+                os.replace(tmp / name, path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,35 @@ def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, ti
         matgl.load_model("M3GNet-MP-2021.2.8-PES")
     with pytest.raises(ValueError, match="start with"):
         register_pretrained("Other", tmp_path)
+
+
+def test_saving_over_a_model_folder_swaps_it_whole(tmp_path):
+    """A re-save (e.g. adding an uncertainty head) that fails midway leaves the old model loadable."""
+    from matgl_cgat import CGAT
+    from tests.conftest import make_model
+
+    model = make_model()
+    model.save(tmp_path / "m", metadata={"v": 1})
+    bigger = make_model()
+    bigger.set_sigma_head(4)
+
+    import matgl.utils.io as mio
+
+    original = mio.IOMixIn.save
+
+    def dies_after_model_pt(self, path, metadata=None, makedirs=True):
+        original(self, path, metadata, makedirs)
+        (Path(path) / "state.pt").unlink()
+        raise RuntimeError("killed")
+
+    mio.IOMixIn.save = dies_after_model_pt
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            bigger.save(tmp_path / "m", metadata={"v": 2})
+    finally:
+        mio.IOMixIn.save = original
+    again = CGAT.load(tmp_path / "m")
+    assert again.metadata == {"v": 1} and again.sigma_head is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folder left behind
+    bigger.save(tmp_path / "m", metadata={"v": 2})
+    assert CGAT.load(tmp_path / "m").sigma_head is not None

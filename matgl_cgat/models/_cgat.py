@@ -394,8 +394,14 @@ class CGAT(MatGLModel):
 
     def save(self, path: str | Path = ".", metadata: dict | None = None, makedirs: bool = True):
         """MatGL's folder format (``model.json``, ``model.pt``, ``state.pt``); ``metadata`` defaults to
-        ``self.metadata`` (e.g. the model card of a loaded or fine-tuned model)."""
-        super().save(path, metadata if metadata is not None else getattr(self, "metadata", None), makedirs)
+        ``self.metadata`` (e.g. the model card of a loaded or fine-tuned model). Written atomically
+        (:func:`matgl_cgat._io.save_model_folder`): re-saving over a model never leaves a mix."""
+        from matgl_cgat._io import save_model_folder
+
+        if not makedirs and not Path(path).is_dir():
+            raise FileNotFoundError(f"{path}: no such folder (pass makedirs=True)")
+        card = metadata if metadata is not None else getattr(self, "metadata", None)
+        save_model_folder(lambda folder: super(CGAT, self).save(folder, card, True), path)
 
     @classmethod
     def load(cls, path: str | Path | dict, **kwargs) -> CGAT:
