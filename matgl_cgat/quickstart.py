@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import DataError, default_data_dir, load_dataset, split_from_file
+from matgl_cgat.domain import TrainingDomain
 from matgl_cgat.models import CGAT
 from matgl_cgat.predict import example_structures
 
@@ -87,14 +89,15 @@ def run_quickstart(
     baseline_mae = float(np.abs(np.median(y_train) - y_test).mean())
 
     model_dir = out_dir / "model"
+    domain = TrainingDomain.from_dataset(datasets["train"], "quickstart training set").to_dict()
     model.save(model_dir, metadata={"property": TARGET, "units": "eV/atom", "functional": "PBE",
                                     "data": str(data_dir), "n_train": len(y_train), "epochs": epochs,
-                                    "test_mae": test_mae})
+                                    "test_mae": test_mae, "domain": domain})
     reloaded = matgl.load_model(model_dir)
     if not isinstance(reloaded, CGAT):
         raise RuntimeError(f"matgl.load_model returned {type(reloaded).__name__}, expected CGAT")
     predictions = {name: float(reloaded.predict_structure(s)) for name, s in example_structures().items()}
     result = QuickstartResult(len(y_train), len(datasets["val"]), len(y_test), epochs, test_mae, baseline_mae,
                               train_seconds, str(model_dir), predictions)
-    (out_dir / "result.json").write_text(json.dumps(result.__dict__, indent=2))
+    atomic_write_text(out_dir / "result.json", json.dumps(result.__dict__, indent=2))
     return result
