@@ -102,12 +102,10 @@ class FidelityView:
         return self
 
     def __call__(self, g, return_sigma: bool = False):
-        out = self.model(g, return_sigma=return_sigma)  # squeezed: (B, F), (F,), (B,) or ()
-
-        def pick(t):
-            return t.reshape(-1, self.model.ntargets)[:, self.column].squeeze()
-
-        return tuple(pick(o) for o in out) if return_sigma else pick(out)
+        pred, sigma = self.model.outputs(g, return_sigma=return_sigma)  # (B, F): pick the column, then squeeze
+        if return_sigma:
+            return pred[:, self.column].squeeze(), sigma[:, self.column].squeeze()
+        return pred[:, self.column].squeeze()
 
 
 def by_fidelity(models: dict, fidelity: str | None = None) -> dict:

@@ -219,8 +219,6 @@ def fit_sigma_head(model, train, val, *, target=None, hidden: int = 32, epochs: 
 def predict_with_sigma(model, dataset, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """``(prediction, sigma)`` for every item of a dataset, in order: ``(N,)`` arrays for one output,
     ``(N, T)`` for several (a multi-fidelity model's columns follow ``model.fidelities``)."""
-    preds, sigmas = zip(*_frozen_pass(model, dataset, batch_size, lambda m, g: m(g, return_sigma=True)))
-    width = model.ntargets
-    p = torch.cat([x.reshape(-1, width) for x in preds]).numpy()
-    s = torch.cat([x.reshape(-1, width) for x in sigmas]).numpy()
-    return (p[:, 0], s[:, 0]) if width == 1 else (p, s)
+    preds, sigmas = zip(*_frozen_pass(model, dataset, batch_size, lambda m, g: m.outputs(g, return_sigma=True)))
+    p, s = torch.cat(preds).numpy(), torch.cat(sigmas).numpy()
+    return (p[:, 0], s[:, 0]) if model.ntargets == 1 else (p, s)

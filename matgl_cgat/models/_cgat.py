@@ -301,19 +301,26 @@ class CGAT(MatGLModel):
             Predictions, squeezed like MatGL's models ((B,) for one target); with ``return_log_sigma``
             or ``return_sigma`` a tuple (prediction, log_sigma or sigma).
         """
+        if return_sigma:
+            return tuple(torch.squeeze(t) for t in self.outputs(g, return_sigma=True))
+        if not return_log_sigma:
+            return torch.squeeze(self.outputs(g)[0])
+        if not self.predict_log_sigma:
+            raise ValueError("this model was built without predict_log_sigma=True")
+        out = self.forward_normalized(g)
+        return torch.squeeze(self.denormalize(out)), torch.squeeze(out[:, self.ntargets :] + torch.log(self.data_std))
+
+    def outputs(self, g: dgl.DGLGraph, return_sigma: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(prediction, sigma)`` as (B, ntargets) tensors in target units, never squeezed (sigma None
+        unless ``return_sigma``): for callers that pick columns, e.g. one fidelity."""
         if return_sigma and self.sigma_head is None:
             raise ValueError("this model has no uncertainty head; fit one with matgl_cgat.uncertainty.fit_sigma_head")
         features = self.represent(g)
-        out = self.head_output(features)
-        pred = self.denormalize(out)
-        if return_sigma:
-            log_sigma = self.sigma_output(features).float().clamp(-20.0, 20.0)
-            return torch.squeeze(pred), torch.squeeze(torch.exp(log_sigma) * self.data_std)
-        if return_log_sigma:
-            if not self.predict_log_sigma:
-                raise ValueError("this model was built without predict_log_sigma=True")
-            return torch.squeeze(pred), torch.squeeze(out[:, self.ntargets :] + torch.log(self.data_std))
-        return torch.squeeze(pred)
+        pred = self.denormalize(self.head_output(features))
+        if not return_sigma:
+            return pred, None
+        log_sigma = self.sigma_output(features).float().clamp(-20.0, 20.0)
+        return pred, torch.exp(log_sigma) * self.data_std
 
     def predict_dataset(self, dataset, batch_size: int = 128) -> np.ndarray:
         """Predictions (target units) for every item of a dataset of MatGL ``(graph, ...)`` items, in order."""
@@ -384,13 +391,12 @@ class CGAT(MatGLModel):
         self.eval()
         try:
             with torch.no_grad():
-                out = self(g, return_sigma=return_sigma)
+                if column is None:
+                    return self(g, return_sigma=return_sigma)
+                pred, sigma = self.outputs(g, return_sigma=return_sigma)
         finally:
             self.train(was_training)
-        if column is None:
-            return out
-        pick = lambda t: t.reshape(-1, self.ntargets)[0, column]  # noqa: E731  (forward squeezes (1, F))
-        return tuple(pick(o) for o in out) if return_sigma else pick(out)
+        return (pred[0, column], sigma[0, column]) if return_sigma else pred[0, column]
 
     def save(self, path: str | Path = ".", metadata: dict | None = None, makedirs: bool = True):
         """MatGL's folder format (``model.json``, ``model.pt``, ``state.pt``); ``metadata`` defaults to
