@@ -230,10 +230,35 @@ def _finetune(args: argparse.Namespace) -> int:
     parts = _parts(args, parent, need=("train", "val", "test"))
     card = {"name": args.out.name, "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
             "units": args.units or parent_card.get("units", "")}
-    _, metrics = train(parent, parts, args.target, args.out, policy=args.policy, renormalize=not args.keep_normalization,
-                       card=card, **fit_kw)
+    policy, renormalize = args.policy or "full", not args.keep_normalization
+    if args.add_fidelity:
+        parent, policy, renormalize = _with_new_fidelity(parent, args, parts.train), \
+            args.policy or f"fidelity:{args.add_fidelity}", False
+    elif args.start_from:
+        raise ValueError("--start-from goes with --add-fidelity")
+    _, metrics = train(parent, parts, args.target, args.out, policy=policy, renormalize=renormalize, card=card, **fit_kw)
     _report(metrics, args.out)
     return 0
+
+
+def _with_new_fidelity(parent, args: argparse.Namespace, train_set):
+    """``parent`` (a multi-fidelity model) with one more fidelity, ``--add-fidelity``, whose labels are
+    ``--target``: its normalisation from the training labels, its conditioning copied from
+    ``--start-from`` (default: the shared prediction)."""
+    import numpy as np
+
+    from matgl_cgat.transfer import add_fidelity
+
+    if not getattr(parent, "fidelities", None):
+        raise ValueError(f"--add-fidelity {args.add_fidelity}: {args.model} is not a multi-fidelity model (make one with "
+                         "matgl_cgat.transfer.multi_fidelity_from, or use examples/train_multifidelity.py)")
+    y = np.asarray(train_set.labels[args.target], dtype=float)
+    y = y[np.isfinite(y)]
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"--add-fidelity {args.add_fidelity}: the training split has {len(y)} label(s) of {args.target!r} "
+                         f"with {len(np.unique(y))} distinct value(s); the new fidelity's mean and std need at least 2")
+    return add_fidelity(parent, args.add_fidelity, float(y.mean()), float(y.std()), start_from=args.start_from,
+                        label_column=args.target)
 
 
 def _property_mismatch(model, spec: str, target: str) -> str | None:
@@ -412,8 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune a trained CGAT (shipped name or folder) on new labels")
     f.add_argument("--model", required=True, help="source model: CGAT-... name or saved model folder")
     _data_args(f)
-    f.add_argument("--policy", default="full", help="freeze policy: full, head, readout+head, last:K, "
-                   "frozen-embeddings (default: %(default)s)")
+    f.add_argument("--policy", default=None, help="freeze policy: full, head, readout+head, last:K, "
+                   "frozen-embeddings, fidelity:NAME (default: full; fidelity:NAME with --add-fidelity NAME)")
+    f.add_argument("--add-fidelity", default=None, metavar="NAME", help="multi-fidelity models: add the functional "
+                   "NAME, whose labels are --target; by default only its own scale and shift train, so the other "
+                   "fidelities' predictions cannot change")
+    f.add_argument("--start-from", default=None, metavar="FIDELITY", help="with --add-fidelity: start NAME from this "
+                   "fidelity's conditioning (e.g. hse for SCAN gaps)")
     f.add_argument("--keep-normalization", action="store_true", help="keep the source model's target mean/std "
                    "instead of re-fitting them on the new training data")
     f.add_argument("--units", default="", help="units of the target (default: the source model's)")

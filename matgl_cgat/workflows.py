@@ -25,13 +25,43 @@ def write_predictions(path: str | Path, dataset, y_true, y_pred) -> None:
     atomic_write_text(path, "id,y_true,y_pred\n" + rows)
 
 
+def output_column(model, target: str) -> int:
+    """The output of a several-output model (multi-fidelity or multi-target) that predicts ``target``.
+
+    Found by the card's label columns (``{"hse": "gap_hse", ...}``) or fidelity names for a
+    multi-fidelity model, by its list of properties for a multi-target one; an error naming the
+    outputs when none matches, since scoring the wrong column would give plausible, wrong metrics.
+    """
+    card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
+    fidelities = list(getattr(model, "fidelities", None) or ())
+    if fidelities:
+        columns = [(card.get("label_columns") or {}).get(f, f) for f in fidelities]
+        for names in (columns, [f.lower() for f in fidelities]):
+            if str(target).lower() in [n.lower() for n in names]:
+                return [n.lower() for n in names].index(str(target).lower())
+        outputs = [f"{f} ({c})" for f, c in zip(fidelities, columns)]
+    else:
+        prop = card.get("property")
+        names = list(prop) if isinstance(prop, (list, tuple)) else []
+        if target in names:
+            return names.index(target)
+        outputs = names or [f"{getattr(model, 'ntargets', '?')} unnamed outputs"]
+    raise ValueError(f"{card.get('name') or type(model).__name__} has several outputs ({', '.join(outputs)}); "
+                     f"none of them is {target!r}")
+
+
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
              units: str = "", batch_size: int = 128) -> dict:
-    """Metrics of ``model`` on a labelled dataset; with ``out``, also predictions CSV, metrics JSON, parity PNG."""
+    """Metrics of ``model`` on a labelled dataset; with ``out``, also predictions CSV, metrics JSON, parity PNG.
+
+    A several-output model is scored on the output that predicts ``target`` (:func:`output_column`).
+    """
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"evaluate: no structures to evaluate {target!r} on (the dataset is empty)")
     y = np.asarray(dataset.labels[target], dtype=float)
     pred = np.asarray(model.predict_dataset(dataset, batch_size=batch_size), dtype=float)
+    if pred.ndim == 2:
+        pred = pred[:, output_column(model, target)] if pred.shape[1] > 1 else pred[:, 0]
     metrics = metrics_for(target, y, pred)
     if out is not None:
         out = Path(out)
@@ -88,9 +118,14 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
     metrics = evaluate(trained, parts.test, target, out, units=units)
     record = trained.metadata["finetune"]
     y_train = np.asarray(parts.train.labels[target], dtype=float)
+    # a multi-fidelity model keeps its fidelities' names and label columns, and predicts what it predicted
+    carried = {k: trained.metadata[k] for k in ("fidelities", "label_columns") if k in trained.metadata}
+    source_card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
     trained.metadata = {
         **(card or {}),
-        "property": target,
+        **carried,
+        "property": source_card.get("property", target) if carried else target,
+        **({"trained_label": target} if carried else {}),
         "split": parts.split,
         "data": parts.source,
         "policy": policy,

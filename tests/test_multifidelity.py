@@ -168,3 +168,88 @@ def test_one_fidelity_and_batches_pick_the_right_column(source):
         data = load_dataset([s, rocksalt(5.0)], ["hse", "scan"], labels={"hse": [None, None], "scan": [1.0, 2.0]},
                             require="any", progress=False).with_targets(["hse", "scan"])
         two.finetune(data, None, policy="fidelity:scan", epochs=1, progress=False)
+
+
+def _grown_and_scan_data(source):
+    torch.manual_seed(0)
+    mf = multi_fidelity_from(source, {"pbe": (1.0, 2.0), "hse": (2.0, 3.0)}, label_columns={"pbe": "gap_pbe",
+                                                                                           "hse": "gap_hse"})
+    with torch.no_grad():
+        mf.fidelity_film[1].film.normal_(0.0, 0.3)
+    grown = add_fidelity(mf, "scan", mean=2.5, std=1.0, start_from="hse", label_column="gap_scan")
+    structures = [rocksalt(5.0 + 0.1 * i, ("Na", "Cl") if i % 2 else ("K", "Br")) for i in range(12)]
+    return grown, structures, [4.0 + 0.1 * i for i in range(12)]  # above every start: learning shows in the MAE
+
+
+def test_one_label_column_trains_the_named_fidelity_exactly_as_a_masked_several_column_file(source):
+    grown, structures, scan = _grown_and_scan_data(source)
+    one = load_dataset(structures, "gap_scan", labels=scan, progress=False)
+    missing = [None] * 12
+    masked = load_dataset(structures, ["gap_pbe", "gap_hse", "gap_scan"],
+                          labels={"gap_pbe": missing, "gap_hse": missing, "gap_scan": scan}, require="any",
+                          progress=False).with_targets(["gap_pbe", "gap_hse", "gap_scan"])
+    kw = dict(policy="fidelity:SCAN", renormalize=False, epochs=4, lr=3e-2, batch_size=4, progress=False, seed=0)
+    from_one = grown.finetune(one.subset(range(8)), one.subset(range(8, 12)), **kw)
+    from_masked = grown.finetune(masked.subset(range(8)), masked.subset(range(8, 12)), **kw)
+    for a, b in zip(from_one.state_dict().values(), from_masked.state_dict().values()):
+        assert torch.equal(a, b)
+    before = np.stack([grown.predict_structure(s, check_domain=False).numpy() for s in structures])
+    after = np.stack([from_one.predict_structure(s, check_domain=False).numpy() for s in structures])
+    assert np.array_equal(after[:, :2], before[:, :2])  # PBE and HSE bit for bit
+    y = np.asarray(scan[:8])
+    assert np.abs(after[:8, 2] - y).mean() < np.abs(before[:8, 2] - y).mean()  # SCAN learned its labels
+    assert from_one.metadata["finetune"]["targets"] == ["gap_pbe", "gap_hse", "gap_scan"]
+
+
+def test_several_output_models_are_scored_on_the_output_of_the_target(source):
+    from matgl_cgat.workflows import evaluate, output_column
+
+    grown, structures, scan = _grown_and_scan_data(source)
+    assert output_column(grown, "gap_scan") == 2 and output_column(grown, "HSE") == 1
+    with pytest.raises(ValueError, match=r"several outputs \(pbe \(gap_pbe\), hse \(gap_hse\), scan \(gap_scan\)\); "
+                                         r"none of them is 'gap_gllbsc'"):
+        output_column(grown, "gap_gllbsc")
+    data = load_dataset(structures, "gap_scan", labels=scan, progress=False)
+    metrics = evaluate(grown, data, "gap_scan")
+    expected = np.mean([abs(float(grown.predict_structure(s, fidelity="scan", check_domain=False)) - y)
+                        for s, y in zip(structures, scan)])
+    assert metrics["mae"] == pytest.approx(expected, rel=1e-4)
+    multi = make_model(ntargets=2)
+    multi.metadata = {"property": ["e_form", "gap"]}
+    assert output_column(multi, "gap") == 1
+    with pytest.raises(ValueError, match="none of them is 'e_hull'"):
+        output_column(multi, "e_hull")
+
+
+def test_cli_finetune_adds_a_fidelity_without_changing_the_others(source, tmp_path):
+    import json
+
+    import matgl
+
+    from matgl_cgat.cli import main
+
+    grown, structures, scan = _grown_and_scan_data(source)
+    mf = multi_fidelity_from(source, {"pbe": (1.0, 2.0), "hse": (2.0, 3.0)}, label_columns={"pbe": "gap_pbe",
+                                                                                           "hse": "gap_hse"})
+    mf.metadata["units"] = "eV"
+    mf.save(tmp_path / "mf")
+    data = tmp_path / "scan.jsonl"
+    data.write_text("".join(json.dumps({"mat_id": f"s{i}", "structure": s.as_dict(), "gap_scan": y}) + "\n"
+                            for i, (s, y) in enumerate(zip(structures, scan))))
+    common = ["finetune", "--model", str(tmp_path / "mf"), "--data", str(data), "--target", "gap_scan",
+              "--cache", str(tmp_path / "cache"), "--batch-size", "4", "--epochs", "2", "--lr", "0.03"]
+    assert main([*common, "--add-fidelity", "scan", "--start-from", "hse", "--out", str(tmp_path / "out")]) == 0
+    tuned = matgl.load_model(str(tmp_path / "out" / "model"))
+    assert tuned.fidelities == ("pbe", "hse", "scan")
+    card = tuned.metadata
+    assert card["policy"] == "fidelity:scan" and card["label_columns"]["scan"] == "gap_scan" and card["units"] == "eV"
+    assert card["trained_label"] == "gap_scan" and card["training"]["trainable_parameters"] == 2 * tuned.readout.out_dim
+    for s in structures[:3]:
+        old = mf.predict_structure(s, check_domain=False)
+        assert torch.equal(tuned.predict_structure(s, check_domain=False)[:2], old)
+    metrics = json.loads((tmp_path / "out" / "test_metrics.json").read_text())
+    assert metrics["n"] >= 1 and metrics["target"] == "gap_scan"
+    assert main([*common, "--start-from", "hse", "--out", str(tmp_path / "o2")]) == 2  # --start-from alone
+    source.save(tmp_path / "single")
+    assert main([*common[:2], str(tmp_path / "single"), *common[3:], "--add-fidelity", "scan",
+                 "--out", str(tmp_path / "o3")]) == 2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matgl_cgat.training import TrainConfig, fit, recipe
+from matgl_cgat.training import TrainConfig, dataset_targets, fit, recipe
 
 from ._policies import apply_policy, layerwise_param_groups, unfreeze_next
 
@@ -29,6 +29,49 @@ _CARRIED = ("units", "preset", "fidelities", "label_columns")
 
 #: Below this many training structures :func:`finetune` warns that it cannot be expected to fit.
 FEW_STRUCTURES = 10
+
+
+class _OneFidelityData:
+    """A one-label dataset seen as a multi-fidelity model's data: its label in one fidelity's column.
+
+    Why: a user who adds a functional to a multi-fidelity model has that functional's labels alone (a
+    file with one label column). Under ``policy="fidelity:NAME"`` nothing but that fidelity trains, so
+    the other columns are simply missing (NaN), exactly what a several-column file with empty cells
+    would give; the view spares the user from building that file.
+    """
+
+    def __init__(self, data, columns: list[str], column: str):
+        self.data, self.column = data, column
+        self.source = dataset_targets(data)[0]
+        self.returned_targets = tuple(columns)
+        self.ids = getattr(data, "ids", None)
+        self.cache_key = getattr(data, "cache_key", None)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        g, lattice, state, labels = self.data[i]
+        return g, lattice, state, {self.column: labels[self.source]}
+
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        y = np.asarray(train_labels(self.data, [self.source])[:, 0], dtype=float)
+        return {c: (y if c == self.column else np.full(len(y), np.nan)) for c in self.returned_targets}
+
+
+def _as_fidelity_data(model, policy: str, train_ds, val_ds):
+    """One-label data for ``policy="fidelity:NAME"`` of a multi-fidelity model, placed in NAME's column;
+    anything else unchanged."""
+    fidelities = list(getattr(model, "fidelities", None) or ())
+    if len(fidelities) < 2 or not policy.startswith("fidelity:") or len(dataset_targets(train_ds)) != 1:
+        return train_ds, val_ds
+    name = fidelities[model.fidelity_index(policy.split(":", 1)[1])]
+    card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
+    columns = [(card.get("label_columns") or {}).get(f, f) for f in fidelities]
+    column = columns[fidelities.index(name)]
+    return (_OneFidelityData(train_ds, columns, column),
+            None if val_ds is None else _OneFidelityData(val_ds, columns, column))
 
 
 def _as_dataset(data, model, progress: bool, role: str = "train"):
@@ -127,7 +170,9 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
             ``average_last``, the averaged weights either way), with a ``UserWarning`` that nothing
             checked them. Fewer than ``FEW_STRUCTURES`` (10) training structures give a
             ``UserWarning`` too.
-        policy: freeze policy (see :mod:`matgl_cgat.transfer`); ``"full"`` trains everything.
+        policy: freeze policy (see :mod:`matgl_cgat.transfer`); ``"full"`` trains everything. With
+            ``"fidelity:NAME"`` on a multi-fidelity model, data with one label column is NAME's labels
+            (the way to add a functional: ``add_fidelity``, then NAME's data alone).
         renormalize: re-fit the target mean/std on ``train`` (True, default: right when the new
             property's scale differs, e.g. PBE -> HSE gaps) or keep the source model's (False, what the
             reference did silently). Re-fitting needs at least 2 distinct training labels per target
@@ -156,13 +201,13 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
         raise ValueError("finetune: the training set is empty")
     if val_ds is not None and len(val_ds) == 0:
         raise ValueError("finetune: the validation set is empty; pass val=None to train without one")
-    from matgl_cgat.training import dataset_targets
-
+    train_ds, val_ds = _as_fidelity_data(tuned, policy, train_ds, val_ds)
     targets = dataset_targets(train_ds)
     fidelities = getattr(tuned, "fidelities", None)
     if fidelities and len(targets) != len(fidelities):
         raise ValueError(f"finetune: a multi-fidelity model needs one label column per fidelity {list(fidelities)}, in "
-                         f"that order (missing labels as NaN/None with require='any'); the data has {list(targets)}")
+                         f"that order (missing labels as NaN/None with require='any'), or one label column with "
+                         f"policy='fidelity:NAME' (NAME's labels alone); the data has {list(targets)}")
     if policy.startswith("fidelity:") and renormalize:
         raise ValueError(f"finetune: policy={policy!r} trains one fidelity alone so that the others cannot change, "
                          "but renormalize=True would re-fit every fidelity's mean and std: pass renormalize=False "

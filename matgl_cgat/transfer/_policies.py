@@ -77,8 +77,9 @@ def trainable_blocks(blocks: list[str], policy: str) -> list[str]:
     if policy == "readout+head":
         return ["readout", *fidelities, "head"]
     if policy.startswith("fidelity:"):  # one fidelity's scale and shift alone: the others cannot change
-        block = "fidelity." + policy.split(":", 1)[1]
-        if block not in fidelities:
+        wanted = policy.split(":", 1)[1].lower()  # fidelity names are case-insensitive everywhere
+        block = next((b for b in fidelities if b.split(".", 1)[1].lower() == wanted), None)
+        if block is None:
             raise ValueError(f"policy {policy!r}: the model's fidelities are "
                              f"{[b.split('.', 1)[1] for b in fidelities] or 'none (a single-fidelity model)'}")
         return [block]
