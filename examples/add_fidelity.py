@@ -81,11 +81,12 @@ def main() -> None:
     old = list(getattr(base, "fidelities", None) or ())
     if not old:
         raise SystemExit(f"{args.model} is not a multi-fidelity model")
-    if args.fidelity in old:
+    if args.fidelity.lower() in (f.lower() for f in old):
         raise SystemExit(f"{args.model} already has fidelity {args.fidelity!r}")
-    if args.start_from not in old:
-        raise SystemExit(f"--start-from {args.start_from!r} is not one of the model's fidelities {old}")
-    columns = {f: COLUMNS[f] for f in [*old, args.fidelity]}
+    base.fidelity_index(args.start_from)  # an unknown name is an error naming the model's fidelities
+    card_columns = (base.metadata or {}).get("label_columns") or {}
+    columns = {f: card_columns.get(f, COLUMNS.get(f, f)) for f in old}
+    columns[args.fidelity] = COLUMNS[args.fidelity]
     ds = load_dataset(Path(data_dir) / "mp_gap.jsonl.gz", list(columns.values()), require="any",
                       cache_dir=args.graph_cache).with_targets(list(columns.values()))
     parts = split_per_target(ds, Path(data_dir) / "splits.json", list(columns.values()))

@@ -227,15 +227,25 @@ def _finetune(args: argparse.Namespace) -> int:
     fit_kw = _loss_kwargs(args)
     parent = _load_model(args.model)
     parent_card = parent.metadata if isinstance(getattr(parent, "metadata", None), dict) else {}
+    policy, renormalize = args.policy or "full", not args.keep_normalization
+    if args.add_fidelity:  # checked before any data is read
+        policy = f"fidelity:{args.add_fidelity}"
+        if args.policy and args.policy.lower() != policy.lower():
+            raise ValueError(f"--add-fidelity {args.add_fidelity} trains the new fidelity alone (policy {policy}); "
+                             f"--policy {args.policy} cannot go with it. To train more weights, fine-tune the "
+                             "grown model on every fidelity's labels (examples/train_multifidelity.py)")
+        if not getattr(parent, "fidelities", None):
+            raise ValueError(f"--add-fidelity {args.add_fidelity}: {args.model} is not a multi-fidelity model (make one "
+                             "with matgl_cgat.transfer.multi_fidelity_from, or use examples/train_multifidelity.py)")
+        if args.start_from:
+            parent.fidelity_index(args.start_from)  # an unknown name is an error naming the model's fidelities
+    elif args.start_from:
+        raise ValueError("--start-from goes with --add-fidelity")
     parts = _parts(args, parent, need=("train", "val", "test"))
     card = {"name": args.out.name, "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
             "units": args.units or parent_card.get("units", "")}
-    policy, renormalize = args.policy or "full", not args.keep_normalization
     if args.add_fidelity:
-        parent, policy, renormalize = _with_new_fidelity(parent, args, parts.train), \
-            args.policy or f"fidelity:{args.add_fidelity}", False
-    elif args.start_from:
-        raise ValueError("--start-from goes with --add-fidelity")
+        parent, renormalize = _with_new_fidelity(parent, args, parts.train), False
     _, metrics = train(parent, parts, args.target, args.out, policy=policy, renormalize=renormalize, card=card, **fit_kw)
     _report(metrics, args.out)
     return 0
@@ -249,9 +259,6 @@ def _with_new_fidelity(parent, args: argparse.Namespace, train_set):
 
     from matgl_cgat.transfer import add_fidelity
 
-    if not getattr(parent, "fidelities", None):
-        raise ValueError(f"--add-fidelity {args.add_fidelity}: {args.model} is not a multi-fidelity model (make one with "
-                         "matgl_cgat.transfer.multi_fidelity_from, or use examples/train_multifidelity.py)")
     y = np.asarray(train_set.labels[args.target], dtype=float)
     y = y[np.isfinite(y)]
     if len(np.unique(y)) < 2:
@@ -272,6 +279,11 @@ def _property_mismatch(model, spec: str, target: str) -> str | None:
     """
     card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
     prop = card.get("property")
+    if getattr(model, "fidelities", None) or getattr(model, "ntargets", 1) > 1:
+        from matgl_cgat.workflows import output_column
+
+        output_column(model, target)  # several outputs: one must predict target (an error names them otherwise)
+        return prop
     if prop and prop != target:
         name = card.get("name") or Path(spec).name
         units = f" ({card['units']})" if card.get("units") else ""
@@ -440,8 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--policy", default=None, help="freeze policy: full, head, readout+head, last:K, "
                    "frozen-embeddings, fidelity:NAME (default: full; fidelity:NAME with --add-fidelity NAME)")
     f.add_argument("--add-fidelity", default=None, metavar="NAME", help="multi-fidelity models: add the functional "
-                   "NAME, whose labels are --target; by default only its own scale and shift train, so the other "
-                   "fidelities' predictions cannot change")
+                   "NAME, whose labels are --target; only its own scale and shift train (policy fidelity:NAME), so "
+                   "the other fidelities' predictions cannot change")
     f.add_argument("--start-from", default=None, metavar="FIDELITY", help="with --add-fidelity: start NAME from this "
                    "fidelity's conditioning (e.g. hse for SCAN gaps)")
     f.add_argument("--keep-normalization", action="store_true", help="keep the source model's target mean/std "

@@ -103,6 +103,10 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
     config = config or recipe("cpu")
     if calibrate and parts.val is None:
         raise ValueError("calibrate needs a validation split")
+    if getattr(model, "fidelities", None) or getattr(model, "ntargets", 1) > 1:  # found out now, not after training
+        output_column(model, target)
+        if calibrate:
+            raise ValueError("calibrate (a validation-fitted output shift) handles one-output models only")
     t0 = time.time()
     trained = finetune(model, parts.train, parts.val, policy=policy, renormalize=renormalize,
                        output_min=output_min, config=config, out_dir=out / "run", overwrite=overwrite)
@@ -124,7 +128,8 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
     trained.metadata = {
         **(card or {}),
         **carried,
-        "property": source_card.get("property", target) if carried else target,
+        "property": (source_card.get("property") or list((carried.get("label_columns") or {}).values()) or target)
+        if carried else target,
         **({"trained_label": target} if carried else {}),
         "split": parts.split,
         "data": parts.source,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -221,7 +223,18 @@ def test_several_output_models_are_scored_on_the_output_of_the_target(source):
         output_column(multi, "e_hull")
 
 
-def test_cli_finetune_adds_a_fidelity_without_changing_the_others(source, tmp_path):
+def test_one_label_data_must_be_the_named_fidelitys_label(source):
+    grown, structures, scan = _grown_and_scan_data(source)
+    scan_data = load_dataset(structures, "gap_scan", labels=scan, progress=False)
+    with pytest.raises(ValueError, match=r"trains fidelity 'hse', whose labels are 'gap_hse'; the data's label is "
+                                         r"'gap_scan'"):
+        grown.finetune(scan_data, None, policy="fidelity:hse", renormalize=False, epochs=1, progress=False)
+    other_val = load_dataset(structures, "scan_gap", labels=scan, progress=False)
+    with pytest.raises(ValueError, match=r"the validation data's \['scan_gap'\]"):
+        grown.finetune(scan_data, other_val, policy="fidelity:scan", renormalize=False, epochs=1, progress=False)
+
+
+def test_cli_finetune_adds_a_fidelity_without_changing_the_others(source, tmp_path, capsys):
     import json
 
     import matgl
@@ -231,7 +244,7 @@ def test_cli_finetune_adds_a_fidelity_without_changing_the_others(source, tmp_pa
     grown, structures, scan = _grown_and_scan_data(source)
     mf = multi_fidelity_from(source, {"pbe": (1.0, 2.0), "hse": (2.0, 3.0)}, label_columns={"pbe": "gap_pbe",
                                                                                            "hse": "gap_hse"})
-    mf.metadata["units"] = "eV"
+    mf.metadata.update(units="eV", property="band gap")
     mf.save(tmp_path / "mf")
     data = tmp_path / "scan.jsonl"
     data.write_text("".join(json.dumps({"mat_id": f"s{i}", "structure": s.as_dict(), "gap_scan": y}) + "\n"
@@ -243,13 +256,22 @@ def test_cli_finetune_adds_a_fidelity_without_changing_the_others(source, tmp_pa
     assert tuned.fidelities == ("pbe", "hse", "scan")
     card = tuned.metadata
     assert card["policy"] == "fidelity:scan" and card["label_columns"]["scan"] == "gap_scan" and card["units"] == "eV"
+    assert card["property"] == "band gap"  # still the source's property, now at one more fidelity
     assert card["trained_label"] == "gap_scan" and card["training"]["trainable_parameters"] == 2 * tuned.readout.out_dim
     for s in structures[:3]:
         old = mf.predict_structure(s, check_domain=False)
         assert torch.equal(tuned.predict_structure(s, check_domain=False)[:2], old)
     metrics = json.loads((tmp_path / "out" / "test_metrics.json").read_text())
     assert metrics["n"] >= 1 and metrics["target"] == "gap_scan"
-    assert main([*common, "--start-from", "hse", "--out", str(tmp_path / "o2")]) == 2  # --start-from alone
+    capsys.readouterr()
+    refused = {
+        "--start-from goes with --add-fidelity": ["--start-from", "hse"],
+        "--policy full cannot go with it": ["--add-fidelity", "scan", "--policy", "full"],
+        r"unknown fidelity 'gw'; this model knows \['pbe', 'hse'\]": ["--add-fidelity", "scan", "--start-from", "gw"],
+        "single is not a multi-fidelity model": ["--add-fidelity", "scan", "--model", str(tmp_path / "single")],
+    }
     source.save(tmp_path / "single")
-    assert main([*common[:2], str(tmp_path / "single"), *common[3:], "--add-fidelity", "scan",
-                 "--out", str(tmp_path / "o3")]) == 2
+    for message, extra in refused.items():
+        assert main([*common, *extra, "--out", str(tmp_path / "refused")]) == 2
+        assert re.search(message, capsys.readouterr().err), message
+    assert not (tmp_path / "refused").exists()

@@ -99,6 +99,8 @@ def add_fidelity(model, name: str, mean: float, std: float, start_from: str | No
     columns = {**{f: f for f in old}, **(card.get("label_columns") or {}), name: label_column or name}
     tuned = _rebuild(model, [*old, name], means, stds, films, columns)
     tuned.metadata["parent"] = card.get("name", card.get("parent"))
+    if card.get("property"):  # still the same property, now at one more fidelity
+        tuned.metadata["property"] = card["property"]
     if card.get("domain"):  # the old fidelities keep what they were trained on
         tuned.metadata["domain"] = card["domain"]
     return tuned

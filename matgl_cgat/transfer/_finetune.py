@@ -70,6 +70,16 @@ def _as_fidelity_data(model, policy: str, train_ds, val_ds):
     card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
     columns = [(card.get("label_columns") or {}).get(f, f) for f in fidelities]
     column = columns[fidelities.index(name)]
+    # the data's label must be that fidelity's: SCAN gaps put under policy="fidelity:hse" would train
+    # the HSE output on SCAN labels, and nothing downstream could tell
+    label = dataset_targets(train_ds)[0]
+    if label.lower() not in (column.lower(), name.lower()):
+        raise ValueError(f"finetune: policy={policy!r} trains fidelity {name!r}, whose labels are {column!r}; the "
+                         f"data's label is {label!r}. Name the label column {column!r} (or add a fidelity for it "
+                         f"with add_fidelity(..., label_column={label!r}))")
+    if val_ds is not None and tuple(dataset_targets(val_ds)) != (label,):
+        raise ValueError(f"finetune: the training data's one label is {label!r}, the validation data's "
+                         f"{list(dataset_targets(val_ds))}; give both the same label column")
     return (_OneFidelityData(train_ds, columns, column),
             None if val_ds is None else _OneFidelityData(val_ds, columns, column))
 
