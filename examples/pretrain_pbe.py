@@ -18,7 +18,9 @@ first's weights).
 
 Writes the model folder to ``--save`` (default ``runs/models/<name>``) with ``metadata`` holding the
 model card: property, units, functional, data and split, preset, training settings, test MAE, the
-median-prediction baseline and the command.
+median-prediction baseline and the command. A warm restart (``--parent`` is the model's own name or
+folder, ``--name`` the same) carries the parent's ``stages`` and ``cpu_hours`` on and adds this stage
+(``matgl_cgat.workflows.training_history``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from matgl_cgat import CGAT
 from matgl_cgat.data import default_data_dir, load_dataset, split_from_file
 from matgl_cgat.transfer import calibrate_offset
+from matgl_cgat.workflows import training_history
 
 UNITS = {"e_form_pbe": "eV/atom", "e_hull_pbe": "eV/atom", "gap_pbe": "eV", "vol_pbe": "A^3/atom"}
 
@@ -91,7 +94,8 @@ def main() -> None:
     else:
         torch.manual_seed(args.seed)  # the starting weights follow --seed, so an interrupted run resumes
         model, preset = CGAT.from_preset(args.preset), args.preset
-    t0 = time.time()
+    parent_card = model.metadata if args.parent and isinstance(model.metadata, dict) else None
+    t0, cpu0 = time.time(), time.process_time()
     trained = model.finetune(parts["train"], parts["val"], policy=args.policy if args.parent else "full", renormalize=True, epochs=args.epochs,
                              lr=args.lr, period=args.period or args.epochs, batch_size=args.batch_size,
                              loss=args.loss, huber_delta=args.huber_delta, average_last=args.average_last,
@@ -100,7 +104,7 @@ def main() -> None:
                              num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision)
     if not trained.fit_result.is_global_zero:  # with several processes, rank 0 tests and saves
         return
-    seconds = time.time() - t0
+    seconds, cpu_hours = time.time() - t0, (time.process_time() - cpu0) / 3600
     trained.set_output_min(args.output_min)  # inference only: training is the same with or without it
     calibration = calibrate_offset(trained, parts["val"]) if args.calibrate_offset else None
     if calibration:
@@ -111,6 +115,13 @@ def main() -> None:
     test_mae = float(np.abs(pred - y_test).mean())
     baseline = float(np.abs(np.median(y_train) - y_test).mean())
     record, domain = trained.metadata["finetune"], trained.metadata.get("domain")
+    start = f"all weights of {args.parent}" if args.parent and args.policy == "full" else (
+        f"{args.parent}, policy {args.policy}" if args.parent else "from scratch")
+    stopped = f", stopped after epoch {record['stopped_at_epoch']}" if record.get("stopped_at_epoch") is not None else ""
+    history = training_history(parent_card, args.name, {
+        "what": f"{start}: a {args.period or args.epochs}-epoch cycle peaking at {args.lr:g} ({args.precision}, "
+                f"{args.loss} loss){stopped}; best epoch {record['best_epoch']}",
+        "best_val_mae": record["best_val_mae"], "test_mae": test_mae, "cpu_hours_measured": round(cpu_hours, 2)})
     trained.metadata = {
         "name": args.name,
         "property": args.target,
@@ -132,6 +143,7 @@ def main() -> None:
         "train_seconds_this_invocation": round(seconds),
         "command": "python examples/pretrain_pbe.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "domain": domain,
+        **history,
     }
     trained.save(save)
     print(f"{args.name}: test MAE {test_mae:.4f} {UNITS[args.target]} (median baseline {baseline:.4f}); saved to {save}")

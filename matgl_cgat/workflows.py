@@ -50,6 +50,45 @@ def output_column(model, target: str) -> int:
                      f"none of them is {target!r}")
 
 
+def _stage_cpu_hours(stage: dict) -> float:
+    """A recorded stage's CPU time: measured where the card has it, else 2 threads x its wall time."""
+    if stage.get("cpu_hours_measured") is not None:
+        return float(stage["cpu_hours_measured"])
+    if stage.get("train_seconds") is not None:
+        return 2 * float(stage["train_seconds"]) / 3600
+    if stage.get("wall_minutes_2_threads") is not None:
+        return 2 * float(stage["wall_minutes_2_threads"]) / 60
+    return 0.0
+
+
+def training_history(parent_card: dict | None, name: str, stage: dict) -> dict:
+    """The ``stages`` and ``cpu_hours`` of a model card after one more stage of training.
+
+    Shipped models are trained in stretches: each session warm-restarts from the last committed
+    weights. The card must still say what the whole model cost and how its error fell, so a warm
+    restart (the parent card has the model's own ``name``) continues the parent's history: its
+    ``stages`` (or, on a card from before stages were recorded, one stage rebuilt from its training
+    record and wall time) and then ``stage``, numbered next. A model trained from scratch or from
+    another model starts its own history with ``stage`` alone. ``cpu_hours`` is the parent's total,
+    or the sum over its stages, plus ``stage["cpu_hours_measured"]``.
+    """
+    parent_card = parent_card if isinstance(parent_card, dict) else {}
+    stages: list[dict] = []
+    if parent_card.get("name") == name:
+        stages = [dict(s) for s in parent_card.get("stages") or []]
+        if not stages:
+            stages = [{"what": "as recorded by the card's training settings", "training": parent_card.get("training"),
+                       "test_mae": parent_card.get("test_mae"),
+                       "train_seconds": parent_card.get("train_seconds_this_invocation")}]
+    for i, s in enumerate(stages, 1):
+        s.setdefault("stage", i)
+    previous = parent_card.get("cpu_hours") if stages else 0.0
+    if previous is None:
+        previous = sum(_stage_cpu_hours(s) for s in stages)
+    stages.append({"stage": len(stages) + 1, **stage})
+    return {"stages": stages, "cpu_hours": round(float(previous) + _stage_cpu_hours(stage), 2)}
+
+
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
              units: str = "", batch_size: int = 128) -> dict:
     """Metrics of ``model`` on a labelled dataset; with ``out``, also predictions CSV, metrics JSON, parity PNG.
@@ -88,11 +127,10 @@ def train(model, parts, target: str, out: str | Path, *, policy: str = "full", r
     (:func:`matgl_cgat.transfer.calibrate_offset`) before testing. With several processes only rank 0
     writes files.
     """
-    from matgl_cgat.training import recipe
-    from matgl_cgat.transfer import finetune
-
     from matgl_cgat.data import Splits
     from matgl_cgat.data._prepare import check_parts
+    from matgl_cgat.training import recipe
+    from matgl_cgat.transfer import finetune
 
     parts = Splits.of(parts)
     # test (and val, when there is one) must hold structures: found out now, not after training

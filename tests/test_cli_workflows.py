@@ -167,3 +167,28 @@ def test_a_run_folder_refuses_another_target_and_overwrite_starts_afresh(tmp_pat
     assert card["property"] == "gap_gllbsc" and card["training"]["lr"] == 1e-4
     assert main(["train", *common, "--target", "gap_gllbsc", "--out", str(out)]) == 2  # lr differs from the run's
     assert "config.lr: 0.0001 in the folder, 0.001 now" in capsys.readouterr().err
+
+
+def test_training_history_continues_a_warm_restart_and_starts_afresh_otherwise():
+    from matgl_cgat.workflows import training_history
+
+    stage = {"what": "a new cycle", "best_val_mae": 0.07, "test_mae": 0.068, "cpu_hours_measured": 1.25}
+    staged = {"name": "M", "cpu_hours": 4.7,
+              "stages": [{"stage": 1, "what": "scratch", "wall_minutes_2_threads": 30},
+                         {"stage": 2, "what": "cycle", "cpu_hours_measured": 3.7}]}
+    h = training_history(staged, "M", stage)
+    assert [s["stage"] for s in h["stages"]] == [1, 2, 3]
+    assert h["stages"][2]["test_mae"] == 0.068 and h["cpu_hours"] == pytest.approx(5.95)
+    assert len(staged["stages"]) == 2  # the parent's card is not changed
+
+    # a card from before stages were recorded: stage 1 rebuilt from its record, 2 threads x its wall time
+    old = {"name": "M", "training": {"epochs": 3, "lr": 1e-3}, "test_mae": 0.57, "train_seconds_this_invocation": 1800}
+    h = training_history(old, "M", stage)
+    assert [s["stage"] for s in h["stages"]] == [1, 2]
+    assert h["stages"][0]["training"] == {"epochs": 3, "lr": 1e-3} and h["stages"][0]["test_mae"] == 0.57
+    assert h["cpu_hours"] == pytest.approx(1.0 + 1.25)
+
+    # another model's card (inter-property transfer) or none (from scratch): a history of its own
+    for parent in (staged, None):
+        h = training_history(parent, "Other", stage)
+        assert h == {"stages": [{"stage": 1, **stage}], "cpu_hours": 1.25}
