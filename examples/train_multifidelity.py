@@ -31,6 +31,7 @@ import torch
 import matgl_cgat  # noqa: F401  (shipped names for matgl.load_model)
 from matgl_cgat.data import default_data_dir, load_dataset, split_per_target
 from matgl_cgat.transfer import multi_fidelity_from
+from matgl_cgat.workflows import training_history
 
 #: fidelity name -> label column of the shared data
 FIDELITIES = {"pbe": "gap_pbe", "hse": "gap_hse", "gllbsc": "gap_gllbsc", "scan": "gap_scan"}
@@ -77,7 +78,7 @@ def main() -> None:
         model = multi_fidelity_from(parent, {f: (float(np.nanmean(y[c])), float(np.nanstd(y[c])))
                                              for f, c in fidelities.items()}, label_columns=fidelities)
         renormalize = False  # set per fidelity above
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     trained = model.finetune(parts["train"], parts["val"], policy="full", renormalize=renormalize, output_min=0.0,
                              epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                              precision=args.precision, out_dir=args.run or Path("runs") / args.name)
@@ -90,6 +91,11 @@ def main() -> None:
         have = np.isfinite(y)
         test_mae[f] = {"n": int(have.sum()), "mae": float(np.abs(pred[have, j] - y[have]).mean())}
     record, domain = trained.metadata["finetune"], trained.metadata.get("domain")
+    start = "all weights" if model is parent else "every fidelity starting as its PBE prediction"
+    history = training_history(parent.metadata, args.name, {
+        "what": f"from {args.parent} ({start}): a {args.epochs}-epoch cycle peaking at {args.lr:g} on "
+                f"{', '.join(fidelities)} together ({args.precision}); best epoch {record['best_epoch']}",
+        "test_mae": test_mae, "cpu_hours_measured": round((time.process_time() - cpu0) / 3600, 2)})
     trained.metadata = {
         "name": args.name,
         "property": "band gap",
@@ -109,6 +115,7 @@ def main() -> None:
         "train_seconds_this_invocation": round(time.time() - t0),
         "command": "python examples/train_multifidelity.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "domain": domain,
+        **history,
     }
     save = args.save or Path("runs/models") / args.name
     trained.save(save)
