@@ -69,8 +69,12 @@ def training_history(parent_card: dict | None, name: str, stage: dict) -> dict:
     restart (the parent card has the model's own ``name``) continues the parent's history: its
     ``stages`` (or, on a card from before stages were recorded, one stage rebuilt from its training
     record and wall time) and then ``stage``, numbered next. A model trained from scratch or from
-    another model starts its own history with ``stage`` alone. ``cpu_hours`` is the parent's total,
-    or the sum over its stages, plus ``stage["cpu_hours_measured"]``.
+    another model starts its own history with ``stage`` alone; what another parent cost is kept
+    apart as ``parent_cpu_hours`` (when its card says), so ``cpu_hours`` stays this model's own.
+    ``cpu_hours`` is the parent's total, or the sum over its stages, plus this stage's. A stage
+    without ``cpu_hours_measured`` is counted as 2 threads x its wall time (this workplace's cores).
+    The scripts measure the process CPU time of the invocation: of rank 0 only with several
+    processes, and of the resumed part only when a run was interrupted.
     """
     parent_card = parent_card if isinstance(parent_card, dict) else {}
     stages: list[dict] = []
@@ -86,7 +90,14 @@ def training_history(parent_card: dict | None, name: str, stage: dict) -> dict:
     if previous is None:
         previous = sum(_stage_cpu_hours(s) for s in stages)
     stages.append({"stage": len(stages) + 1, **stage})
-    return {"stages": stages, "cpu_hours": round(float(previous) + _stage_cpu_hours(stage), 2)}
+    history = {"stages": stages, "cpu_hours": round(float(previous) + _stage_cpu_hours(stage), 2)}
+    if parent_card and parent_card.get("name") != name:
+        inherited = parent_card.get("cpu_hours")
+        if inherited is None and parent_card.get("stages"):
+            inherited = sum(_stage_cpu_hours(s) for s in parent_card["stages"])
+        if inherited is not None:
+            history["parent_cpu_hours"] = round(float(inherited), 2)
+    return history
 
 
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,

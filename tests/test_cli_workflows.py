@@ -170,16 +170,24 @@ def test_a_run_folder_refuses_another_target_and_overwrite_starts_afresh(tmp_pat
 
 
 def test_training_history_continues_a_warm_restart_and_starts_afresh_otherwise():
+    import copy
+
     from matgl_cgat.workflows import training_history
 
     stage = {"what": "a new cycle", "best_val_mae": 0.07, "test_mae": 0.068, "cpu_hours_measured": 1.25}
-    staged = {"name": "M", "cpu_hours": 4.7,
-              "stages": [{"stage": 1, "what": "scratch", "wall_minutes_2_threads": 30},
-                         {"stage": 2, "what": "cycle", "cpu_hours_measured": 3.7}]}
+    # the card's total (6.0) is what counts, not the sum of the stages it lists (1.0 + 3.7)
+    staged = {"name": "M", "cpu_hours": 6.0,
+              "stages": [{"what": "scratch", "wall_minutes_2_threads": 30},
+                         {"what": "cycle", "cpu_hours_measured": 3.7}]}
+    before = copy.deepcopy(staged)
     h = training_history(staged, "M", stage)
     assert [s["stage"] for s in h["stages"]] == [1, 2, 3]
-    assert h["stages"][2]["test_mae"] == 0.068 and h["cpu_hours"] == pytest.approx(5.95)
-    assert len(staged["stages"]) == 2  # the parent's card is not changed
+    assert h["stages"][2]["test_mae"] == 0.068 and h["cpu_hours"] == pytest.approx(7.25)
+    assert staged == before  # the parent's card is not changed
+    assert "parent_cpu_hours" not in h
+    # without a total, the stages are summed (2 threads x 30 min for the first)
+    h = training_history({k: v for k, v in staged.items() if k != "cpu_hours"}, "M", stage)
+    assert h["cpu_hours"] == pytest.approx(1.0 + 3.7 + 1.25)
 
     # a card from before stages were recorded: stage 1 rebuilt from its record, 2 threads x its wall time
     old = {"name": "M", "training": {"epochs": 3, "lr": 1e-3}, "test_mae": 0.57, "train_seconds_this_invocation": 1800}
@@ -188,7 +196,9 @@ def test_training_history_continues_a_warm_restart_and_starts_afresh_otherwise()
     assert h["stages"][0]["training"] == {"epochs": 3, "lr": 1e-3} and h["stages"][0]["test_mae"] == 0.57
     assert h["cpu_hours"] == pytest.approx(1.0 + 1.25)
 
-    # another model's card (inter-property transfer) or none (from scratch): a history of its own
-    for parent in (staged, None):
-        h = training_history(parent, "Other", stage)
-        assert h == {"stages": [{"stage": 1, **stage}], "cpu_hours": 1.25}
+    # another model's card (inter-property transfer): a history of its own, the parent's cost apart
+    h = training_history(staged, "Other", stage)
+    assert h == {"stages": [{"stage": 1, **stage}], "cpu_hours": 1.25, "parent_cpu_hours": 6.0}
+    # no card (from scratch), metadata that is not a card, or a card that states no cost: no parent cost
+    for parent in (None, "not a card", {"name": "Third"}):
+        assert training_history(parent, "Other", stage) == {"stages": [{"stage": 1, **stage}], "cpu_hours": 1.25}
