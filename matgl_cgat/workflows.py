@@ -77,27 +77,22 @@ def training_history(parent_card: dict | None, name: str, stage: dict) -> dict:
     processes, and of the resumed part only when a run was interrupted.
     """
     parent_card = parent_card if isinstance(parent_card, dict) else {}
-    stages: list[dict] = []
-    if parent_card.get("name") == name:
-        stages = [dict(s) for s in parent_card.get("stages") or []]
-        if not stages:
-            stages = [{"what": "as recorded by the card's training settings", "training": parent_card.get("training"),
-                       "test_mae": parent_card.get("test_mae"),
-                       "train_seconds": parent_card.get("train_seconds_this_invocation")}]
+    warm_restart = parent_card.get("name") == name
+    stages = [dict(s) for s in parent_card.get("stages") or []]
+    if warm_restart and not stages:
+        stages = [{"what": "as recorded by the card's training settings", "training": parent_card.get("training"),
+                   "test_mae": parent_card.get("test_mae"),
+                   "train_seconds": parent_card.get("train_seconds_this_invocation")}]
+    parent_hours = parent_card.get("cpu_hours")
+    if parent_hours is None and stages:
+        parent_hours = sum(_stage_cpu_hours(s) for s in stages)
+    if not warm_restart:
+        own = {"stages": [{"stage": 1, **stage}], "cpu_hours": round(_stage_cpu_hours(stage), 2)}
+        return own if parent_hours is None else {**own, "parent_cpu_hours": round(float(parent_hours), 2)}
     for i, s in enumerate(stages, 1):
         s.setdefault("stage", i)
-    previous = parent_card.get("cpu_hours") if stages else 0.0
-    if previous is None:
-        previous = sum(_stage_cpu_hours(s) for s in stages)
     stages.append({"stage": len(stages) + 1, **stage})
-    history = {"stages": stages, "cpu_hours": round(float(previous) + _stage_cpu_hours(stage), 2)}
-    if parent_card and parent_card.get("name") != name:
-        inherited = parent_card.get("cpu_hours")
-        if inherited is None and parent_card.get("stages"):
-            inherited = sum(_stage_cpu_hours(s) for s in parent_card["stages"])
-        if inherited is not None:
-            history["parent_cpu_hours"] = round(float(inherited), 2)
-    return history
+    return {"stages": stages, "cpu_hours": round(float(parent_hours) + _stage_cpu_hours(stage), 2)}
 
 
 def evaluate(model, dataset, target: str, out: str | Path | None = None, title: str | None = None,
