@@ -32,6 +32,7 @@ import torch
 import matgl_cgat  # noqa: F401  (shipped names for matgl.load_model)
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import default_data_dir, load_dataset, load_splits, nested_subsets, split_per_target
+from matgl_cgat.metrics import per_output_mae
 from matgl_cgat.transfer import multi_fidelity_from
 
 HERE = Path(__file__).resolve().parent
@@ -113,12 +114,9 @@ def main() -> None:
                                    epochs=epochs, lr=args.lr, period=epochs, batch_size=args.batch_size, seed=seed,
                                    out_dir=args.runs / f"joint_n{size}_s{seed}")
             seconds = round(time.time() - t0, 1)
-            pred = np.asarray(tuned.predict_dataset(parts["test"]), dtype=float).reshape(len(parts["test"]), -1)
-            test = {}
-            for j, (f, c) in enumerate(COLUMNS.items()):
-                yt = np.asarray(parts["test"].labels[c], dtype=float)
-                have = np.isfinite(yt)
-                test[f] = round(float(np.abs(pred[have, j] - yt[have]).mean()), 4)
+            maes = per_output_mae(tuned.predict_dataset(parts["test"]),
+                                  {f: parts["test"].labels[c] for f, c in COLUMNS.items()})
+            test = {f: round(m["mae"], 4) for f, m in maes.items()}
             rows.append({"size": size, "seed": seed, "crystals": len(train), "labels": n_labels, "epochs": epochs,
                          "passes": epochs * len(train), "sequential_passes": budget, "seconds": seconds,
                          "best_epoch": tuned.metadata["finetune"]["best_epoch"], "test_mae": test})

@@ -32,12 +32,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from matgl_cgat import CGAT
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import default_data_dir, load_dataset, load_splits, split_per_target
+from matgl_cgat.metrics import per_output_mae
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("e_form_pbe", "e_hull_pbe", "gap_pbe")
@@ -96,13 +96,9 @@ def main() -> None:
                            lr=args.lr, period=args.epochs, batch_size=args.batch_size, seed=args.seed,
                            precision=args.precision, out_dir=args.runs / f"{args.task}_e{args.epochs}_s{args.seed}")
     seconds = round(time.time() - t0)
-    pred = np.asarray(tuned.predict_dataset(parts["test"]), dtype=float).reshape(len(parts["test"]), -1)
-    test = {}
-    for j, t in enumerate(targets):
-        y = np.asarray(parts["test"].labels[t], dtype=float)
-        have = np.isfinite(y)
-        p = np.maximum(pred[have, j], 0.0) if t in CLIPPED else pred[have, j]
-        test[t] = {"n": int(have.sum()), "mae": round(float(np.abs(p - y[have]).mean()), 4)}
+    maes = per_output_mae(tuned.predict_dataset(parts["test"]), {t: parts["test"].labels[t] for t in targets},
+                          floors={t: 0.0 for t in targets if t in CLIPPED})
+    test = {t: {"n": m["n"], "mae": round(m["mae"], 4)} for t, m in maes.items()}
     record["rows"].append({"task": args.task, "epochs": args.epochs, "seed": args.seed, "lr": args.lr,
                            "precision": args.precision, "train_crystals": len(train), "seconds": seconds,
                            "best_epoch": tuned.metadata["finetune"]["best_epoch"], "test": test})

@@ -34,6 +34,7 @@ import torch
 import matgl_cgat  # noqa: F401  (shipped names for matgl.load_model)
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import default_data_dir, load_dataset, split_per_target
+from matgl_cgat.metrics import per_output_mae
 from matgl_cgat.transfer import add_fidelity
 
 #: fidelity name -> label column of the shared data
@@ -42,13 +43,8 @@ COLUMNS = {"pbe": "gap_pbe", "hse": "gap_hse", "gllbsc": "gap_gllbsc", "scan": "
 
 def test_maes(model, test, columns: dict[str, str]) -> dict[str, dict]:
     """Each fidelity's MAE on its own test labels (rows where it has one)."""
-    pred = np.asarray(model.predict_dataset(test), dtype=float).reshape(len(test), -1)
-    out = {}
-    for j, (fidelity, column) in enumerate(columns.items()):
-        y = np.asarray(test.labels[column], dtype=float)
-        have = np.isfinite(y)
-        out[fidelity] = {"n": int(have.sum()), "mae": round(float(np.abs(pred[have, j] - y[have]).mean()), 4)}
-    return out
+    maes = per_output_mae(model.predict_dataset(test), {f: test.labels[c] for f, c in columns.items()})
+    return {f: {"n": m["n"], "mae": round(m["mae"], 4)} for f, m in maes.items()}
 
 
 def main() -> None:

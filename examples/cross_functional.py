@@ -29,6 +29,7 @@ import torch
 import matgl
 from matgl_cgat import CGAT
 from matgl_cgat.data import default_data_dir, load_dataset, nested_subsets, split_from_file
+from matgl_cgat.workflows import training_history
 
 FUNCTIONAL = {"gap_hse": "HSE06", "gap_gllbsc": "GLLB-SC", "gap_scan": "SCAN", "gap_pbe": "PBE"}
 
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--lr-scratch", type=float, default=1e-3)
     parser.add_argument("--lr-transfer", type=float, default=3e-4)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/cross_functional"))
@@ -76,11 +78,13 @@ def main() -> None:
                 torch.manual_seed(seed)  # scratch weights depend on the seed only: an interrupted run resumes
                 source = CGAT.from_preset((parent.metadata or {}).get("preset", "small")) if strategy == "scratch" \
                     else parent
-                t0 = time.time()
+                t0, cpu0 = time.time(), time.process_time()
                 model = source.finetune(train.subset(rows), val, policy="full" if strategy != "head" else "head",
                                         renormalize=True, epochs=args.epochs,
                                         lr=args.lr_scratch if strategy == "scratch" else args.lr_transfer,
-                                        period=args.epochs, batch_size=args.batch_size, out_dir=run_dir, seed=seed)
+                                        period=args.epochs, batch_size=args.batch_size, out_dir=run_dir, seed=seed,
+                                        precision=args.precision)
+                cpu_hours = (time.process_time() - cpu0) / 3600
                 mae = float(np.abs(model.predict_dataset(test) - y_test).mean())
                 row = {"target": args.target, "size": size, "strategy": strategy, "seed": seed, "test_mae": mae,
                        "best_val_mae": model.metadata["finetune"]["best_val_mae"], "seconds": round(time.time() - t0)}
@@ -91,7 +95,7 @@ def main() -> None:
                 args.runs.mkdir(parents=True, exist_ok=True)
                 results_path.write_text(json.dumps(results, indent=2))
                 if strategy == "full" and size == sizes[-1] and seed == args.seeds[0]:
-                    best_full = (model, mae)
+                    best_full = (model, mae, cpu_hours)
 
     print(f"\n{args.target}: test MAE (eV) on {len(test)} structures, mean over seeds")
     print(f"{'size':>6s} " + " ".join(f"{s:>9s}" for s in args.strategies))
@@ -103,10 +107,16 @@ def main() -> None:
         print(f"{size:6d} " + " ".join(cells))
 
     if args.save and best_full is not None:
-        model, mae = best_full
+        model, mae, cpu_hours = best_full
         scratch = [r["test_mae"] for r in results if r["size"] == sizes[-1] and r["strategy"] == "scratch"
                    and r["seed"] == args.seeds[0]]
         y_train = train.labels[args.target]
+        record = model.metadata["finetune"]
+        history = training_history(parent.metadata, args.save.name, {
+            "what": f"all weights of {parent_name} on {sizes[-1]} {FUNCTIONAL[args.target]} labels: "
+                    f"a {args.epochs}-epoch cycle peaking at {args.lr_transfer:g} ({args.precision}); "
+                    f"best epoch {record['best_epoch']}",
+            "best_val_mae": record["best_val_mae"], "test_mae": mae, "cpu_hours_measured": round(cpu_hours, 3)})
         model.metadata = {
             "name": args.save.name,
             "property": args.target,
@@ -125,6 +135,7 @@ def main() -> None:
                                      f"(transfer: {args.lr_transfer:g})",
             "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - y_test).mean()),
             "command": "python examples/cross_functional.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            **history,
         }
         model.save(args.save)
         print(f"saved {args.save}")

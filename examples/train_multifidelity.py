@@ -30,6 +30,7 @@ import torch
 
 import matgl_cgat  # noqa: F401  (shipped names for matgl.load_model)
 from matgl_cgat.data import default_data_dir, load_dataset, split_per_target
+from matgl_cgat.metrics import per_output_mae
 from matgl_cgat.transfer import multi_fidelity_from
 from matgl_cgat.workflows import training_history
 
@@ -84,12 +85,8 @@ def main() -> None:
                              precision=args.precision, out_dir=args.run or Path("runs") / args.name)
     if not trained.fit_result.is_global_zero:
         return
-    pred = trained.predict_dataset(parts["test"])
-    test_mae = {}
-    for j, (f, c) in enumerate(fidelities.items()):
-        y = parts["test"].labels[c]
-        have = np.isfinite(y)
-        test_mae[f] = {"n": int(have.sum()), "mae": float(np.abs(pred[have, j] - y[have]).mean())}
+    test_mae = per_output_mae(trained.predict_dataset(parts["test"]),
+                              {f: parts["test"].labels[c] for f, c in fidelities.items()})
     record, domain = trained.metadata["finetune"], trained.metadata.get("domain")
     start = "all weights" if model is parent else "every fidelity starting as its PBE prediction"
     history = training_history(parent.metadata, args.name, {

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["band_gap_metrics", "metrics_for", "regression_metrics", "stability_metrics"]
+__all__ = ["band_gap_metrics", "metrics_for", "per_output_mae", "regression_metrics", "stability_metrics"]
 
 NAN = float("nan")
 
@@ -120,6 +120,36 @@ def stability_metrics(y_true, y_pred, threshold: float = 0.0) -> dict:
         "n_stable": int(stable_true.sum()),
         "n_predicted_stable": int(stable_pred.sum()),
     }
+
+
+def per_output_mae(y_pred, labels, floors=None) -> dict[str, dict]:
+    """The MAE of each output of a several-output model on the rows where that output has a label.
+
+    Multi-fidelity and multi-task test sets are sparse: a crystal has a PBE gap but rarely an HSE one,
+    and a missing label is stored as NaN. ``labels`` maps each output's name to its label column, in
+    the model's output order (column ``j`` of ``y_pred`` is the ``j``-th name); ``floors`` optionally
+    bounds an output's predictions from below before scoring (0 for gaps and hull distances trained
+    without the bound). Returns ``{name: {"n": labelled rows, "mae": MAE}}``; an output with no label
+    in this set gets ``n = 0`` and a ``nan`` MAE, so one empty fidelity does not hide the others.
+    """
+    pred = np.asarray(y_pred, dtype=float)
+    pred = pred.reshape(len(pred), -1)
+    if pred.shape[1] != len(labels):
+        raise ValueError(f"y_pred has {pred.shape[1]} output(s) but {len(labels)} label column(s) were given "
+                         f"({', '.join(labels)})")
+    out = {}
+    for j, (name, column) in enumerate(labels.items()):
+        y = np.asarray(column, dtype=float).ravel()
+        if len(y) != len(pred):
+            raise ValueError(f"labels of {name!r} have {len(y)} rows, y_pred has {len(pred)}")
+        have = np.isfinite(y)
+        p = pred[have, j]
+        if floors and name in floors:
+            p = np.maximum(p, floors[name])
+        if have.any() and not np.isfinite(p).all():
+            raise ValueError(f"y_pred of {name!r} has non-finite value(s) on labelled rows")
+        out[name] = {"n": int(have.sum()), "mae": float(np.abs(p - y[have]).mean()) if have.any() else NAN}
+    return out
 
 
 def metrics_for(target: str, y_true, y_pred, **kw) -> dict:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from matgl_cgat.metrics import band_gap_metrics, metrics_for, regression_metrics, stability_metrics
+from matgl_cgat.metrics import band_gap_metrics, metrics_for, per_output_mae, regression_metrics, stability_metrics
 
 # Errors 0, 1, -1, 2: MAE 1, RMSE sqrt(6/4); mean label 2.5 gives SS_tot 5, so R² = 1 - 6/5.
 Y_TRUE = [1.0, 2.0, 3.0, 4.0]
@@ -119,3 +119,27 @@ def test_outputs_are_plain_python_and_json_serialisable():
         assert all(type(v) in (int, float) for v in m.values()), m
         assert json.loads(json.dumps(m)).keys() == m.keys()
     assert isinstance(metrics_for("band_gap", [1.0], [1.0])["n_nonmetals"], int)
+
+
+def test_per_output_mae_scores_each_output_on_its_own_labels():
+    nan = float("nan")
+    pred = [[1.0, 2.0, -0.5], [2.0, 3.0, 0.5], [3.0, 9.0, -1.0]]
+    labels = {"pbe": [1.5, 2.0, 3.0], "hse": [nan, 4.0, nan], "scan": [nan, nan, nan]}
+    out = per_output_mae(pred, labels)
+    assert out["pbe"] == {"n": 3, "mae": pytest.approx(0.5 / 3)}
+    # HSE is scored on its single labelled row only; the 9.0 on an unlabelled row must not count.
+    assert out["hse"] == {"n": 1, "mae": pytest.approx(1.0)}
+    assert out["scan"]["n"] == 0 and math.isnan(out["scan"]["mae"])
+    # A floor bounds one output's predictions before scoring, and only that output's.
+    floored = per_output_mae([[-0.5, -0.5], [1.0, 1.0]], {"gap": [0.0, 1.0], "other": [0.0, 1.0]},
+                             floors={"gap": 0.0})
+    assert floored["gap"]["mae"] == 0.0 and floored["other"]["mae"] == pytest.approx(0.25)
+
+
+def test_per_output_mae_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="2 output.*3 label column"):
+        per_output_mae([[1.0, 2.0]], {"a": [1.0], "b": [2.0], "c": [3.0]})
+    with pytest.raises(ValueError, match="'b' have 2 rows"):
+        per_output_mae([[1.0, 2.0]], {"a": [1.0], "b": [2.0, 3.0]})
+    with pytest.raises(ValueError, match="non-finite"):
+        per_output_mae([[float("nan")]], {"a": [1.0]})

@@ -15,7 +15,7 @@ until every site has enough neighbours, so no structure is ever dropped.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import dgl
 import numpy as np
@@ -25,9 +25,6 @@ from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from ._checks import as_checked_structure, check_contacts
 from ._elements import ELEMENTS, atomic_numbers_of
-
-if TYPE_CHECKING:
-    from pymatgen.core import Structure
 
 #: Default tolerance (A) below which two neighbour distances count as the same shell. DFT relaxations
 #: with force thresholds of 0.01-0.05 eV/A leave symmetry-equivalent distances scattered by ~1e-3 A;
