@@ -119,7 +119,7 @@ def main() -> None:
         f"{args.parent}, policy {args.policy}" if args.parent else "from scratch")
     stopped = f", stopped after epoch {record['stopped_at_epoch']}" if record.get("stopped_at_epoch") is not None else ""
     history = training_history(parent_card, args.name, {
-        "what": f"{start}: a {args.period or args.epochs}-epoch cycle peaking at {args.lr:g} ({args.precision}, "
+        "what": f"{start}: one {args.period or args.epochs}-epoch cycle peaking at {args.lr:g} ({args.precision}, "
                 f"{args.loss} loss){stopped}; best epoch {record['best_epoch']}",
         "best_val_mae": record["best_val_mae"], "test_mae": test_mae, "cpu_hours_measured": round(cpu_hours, 2)})
     trained.metadata = {

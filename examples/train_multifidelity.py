@@ -90,7 +90,7 @@ def main() -> None:
     record, domain = trained.metadata["finetune"], trained.metadata.get("domain")
     start = "all weights" if model is parent else "every fidelity starting as its PBE prediction"
     history = training_history(parent.metadata, args.name, {
-        "what": f"from {args.parent} ({start}): a {args.epochs}-epoch cycle peaking at {args.lr:g} on "
+        "what": f"from {args.parent} ({start}): one {args.epochs}-epoch cycle peaking at {args.lr:g} on "
                 f"{', '.join(fidelities)} together ({args.precision}); best epoch {record['best_epoch']}",
         "test_mae": test_mae, "cpu_hours_measured": round((time.process_time() - cpu0) / 3600, 2)})
     trained.metadata = {
