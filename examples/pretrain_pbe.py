@@ -36,6 +36,7 @@ import torch
 
 from matgl_cgat import CGAT
 from matgl_cgat.data import default_data_dir, load_dataset, split_from_file
+from matgl_cgat.metrics import metrics_for
 from matgl_cgat.transfer import calibrate_offset
 from matgl_cgat.workflows import training_history
 
@@ -139,6 +140,8 @@ def main() -> None:
                                             "best_val_mae", "weight_average", "seed", "stopped_at_epoch")
                      if k in record},
         "test_mae": test_mae,
+        "test_metrics": {k: round(v, 4) if isinstance(v, float) else v
+                         for k, v in metrics_for(args.target, y_test, pred).items()},
         "test_mae_predicting_train_median": baseline,
         "train_seconds_this_invocation": round(seconds),
         "command": "python examples/pretrain_pbe.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
