@@ -11,7 +11,9 @@ for each candidate, a short probe measures its training throughput (forward, los
 step on the first batches, bf16 autocast as in the run), which fixes how many whole epochs fit in
 ``--minutes``; then one triangular learning-rate cycle over those epochs (``cpu`` recipe, peak lr
 1e-3, from the same seed), best epoch by validation MAE, and the MAE on the whole fixed test split.
-Whole epochs make the budgets differ slightly: the result records each run's wall and CPU time and
+The probe leaves out data loading, validation and the first epoch's cache reads, so every run
+overruns ``--minutes``, a small model most (its fixed per-structure costs weigh more); whole epochs
+add to the difference: the result records each run's wall and CPU time and
 its validation MAE after every epoch with the elapsed time, so curves can be compared at equal time.
 
 Caveat, stated with the result: a few minutes on a few thousand structures is the early regime; a
@@ -104,11 +106,19 @@ def main() -> int:
             continue
         overrides = CANDIDATES[name]
         config = recipe("cpu", lr=args.lr, precision=args.precision, progress=False, accelerator="cpu", devices=1)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
-        probe = [collate_graphs([train[i] for i in order[s : s + config.batch_size]], (target,))
-                 for s in range(0, args.probe_batches * config.batch_size, config.batch_size)]
-        rate = model_only(fresh(overrides), probe, config)
-        epochs = max(1, int(args.minutes * 60 * rate // len(train)))
+        pending = record.setdefault("pending", {})
+        if name in pending:  # an interrupted run: its epoch count must not change, or it cannot resume
+            rate, epochs = pending[name]["probe_structures_per_s"], pending[name]["epochs"]
+        else:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+            n_probe = min(args.probe_batches * config.batch_size, len(train))
+            probe = [collate_graphs([train[i] for i in order[s : s + config.batch_size]], (target,))
+                     for s in range(0, n_probe, config.batch_size)]
+            rate = model_only(fresh(overrides), probe, config)
+            epochs = max(1, int(args.minutes * 60 * rate // len(train)))
+            pending[name] = {"probe_structures_per_s": round(rate, 1), "epochs": epochs}
+            atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+        resumed = (args.runs / name / "run.json").is_file()
         model = fresh(overrides)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{name}: {n_params:,} parameters, {rate:.1f} structures/s in the probe -> {epochs} epochs", flush=True)
@@ -124,11 +134,13 @@ def main() -> int:
             "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
             "parameters": n_params, "probe_structures_per_s": round(rate, 1), "epochs": epochs,
             "train_wall_s": round(wall), "train_cpu_s": round(cpu),
+            "timings_cover": "the resumed part only" if resumed else "the whole run",
             "val_mae_by_epoch": [round(h["val_mae"], 4) for h in fitted.history],
             "elapsed_s_by_epoch": [round(float(t)) for t in elapsed] if len(elapsed) == len(fitted.history) else None,
             "best_epoch": fitted.best_epoch, "best_val_mae": round(fitted.best_val_mae, 4),
             "test_mae": round(test_mae, 4),
         }
+        pending.pop(name, None)
         record["date"] = time.strftime("%Y-%m-%d")
         atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
         print(f"{name}: best val {fitted.best_val_mae:.4f}, test {test_mae:.4f} eV/atom in {wall / 60:.1f} min",

@@ -30,6 +30,7 @@ import matgl
 from matgl_cgat import CGAT
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import DataError, default_data_dir, load_dataset, load_splits, nested_subsets, split_from_file
+from matgl_cgat.training import RunFolderMismatch
 from matgl_cgat.workflows import training_history
 
 FUNCTIONAL = {"gap_hse": "HSE06", "gap_gllbsc": "GLLB-SC", "gap_scan": "SCAN", "gap_pbe": "PBE"}
@@ -68,7 +69,7 @@ def main() -> None:
     # so every row also reports the MAE on the test crystals the parent never saw.
     parent_property = (parent.metadata or {}).get("property")
     parent_train = set()
-    if parent_property:
+    if isinstance(parent_property, str):  # a several-target parent has a list: no single split
         try:
             parent_train = set(load_splits(data_dir / "splits.json", parent_property)["train"])
         except DataError:  # a parent trained on another property or data set: nothing to split by
@@ -76,6 +77,10 @@ def main() -> None:
     if not parent_train:
         print(f"{parent_name}: its property {parent_property!r} has no split here; test MAE not split by overlap")
     seen_by_parent = np.array([i in parent_train for i in test.ids]) if parent_train else None
+    # Every strategy is scored with the parent's lower bound (0 for a gap model): transfer models
+    # inherit it, and a scratch model gets it too, so the comparison is like for like.
+    floor = parent.output_min
+    required = {"output_min"} | ({"n_unseen"} if seen_by_parent is not None else set())
     sizes = sorted(len(train) if s <= 0 else min(s, len(train)) for s in args.sizes)
     results_path = args.runs / f"{args.target}_results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else []
@@ -88,25 +93,38 @@ def main() -> None:
                 key = (size, strategy, seed)
                 run_dir = args.runs / f"{args.target}_n{size}_{strategy}_s{seed}"
                 recorded = done.get(key)
-                # rows from before the overlap split was recorded are completed: a finished run reloads
-                # from its folder in seconds, and the row keeps the cost recorded when it ran
-                incomplete = recorded is not None and seen_by_parent is not None and "n_unseen" not in recorded
-                if recorded and not incomplete and not (args.save and strategy == "full" and size == sizes[-1]):
+                # Rows from before the overlap split and the common floor were recorded are completed: a
+                # finished run reloads from its folder in seconds, and the row keeps the cost recorded
+                # when it ran. Without its folder, or started with other settings, the row stays as it is.
+                incomplete = recorded is not None and not required <= set(recorded)
+                saving = args.save and strategy == "full" and size == sizes[-1] and seed == args.seeds[0]
+                if recorded and not incomplete and not saving:
+                    continue
+                if recorded and not (run_dir / "run.json").is_file():
+                    print(f"{run_dir}: no run folder to reload; its row is left as recorded", flush=True)
                     continue
                 torch.manual_seed(seed)  # scratch weights depend on the seed only: an interrupted run resumes
                 source = CGAT.from_preset((parent.metadata or {}).get("preset", "small")) if strategy == "scratch" \
                     else parent
                 t0, cpu0 = time.time(), time.process_time()
-                model = source.finetune(train.subset(rows), val, policy="full" if strategy != "head" else "head",
-                                        renormalize=True, epochs=args.epochs,
-                                        lr=args.lr_scratch if strategy == "scratch" else args.lr_transfer,
-                                        period=args.epochs, batch_size=args.batch_size, out_dir=run_dir, seed=seed,
-                                        precision=args.precision)
+                try:
+                    model = source.finetune(train.subset(rows), val, policy="full" if strategy != "head" else "head",
+                                            renormalize=True, epochs=args.epochs,
+                                            lr=args.lr_scratch if strategy == "scratch" else args.lr_transfer,
+                                            period=args.epochs, batch_size=args.batch_size, out_dir=run_dir,
+                                            seed=seed, precision=args.precision)
+                except RunFolderMismatch as exc:
+                    if recorded is None:
+                        raise
+                    print(f"{run_dir}: not reloaded ({exc}); its row is left as recorded", flush=True)
+                    continue
+                if strategy == "scratch":  # inference only, so the run folder stays the same
+                    model.set_output_min(floor)
                 errors = np.abs(np.asarray(model.predict_dataset(test), dtype=float).ravel() - y_test)
                 mae = float(errors.mean())
                 row = {"target": args.target, "size": size, "strategy": strategy, "seed": seed, "test_mae": mae,
                        "best_val_mae": model.metadata["finetune"]["best_val_mae"], "seconds": round(time.time() - t0),
-                       "cpu_seconds": round(time.process_time() - cpu0)}
+                       "cpu_seconds": round(time.process_time() - cpu0), "output_min": model.output_min}
                 if seen_by_parent is not None:
                     row.update({f"test_mae_{k}": float(errors[m].mean()) if m.any() else None
                                 for k, m in (("seen", seen_by_parent), ("unseen", ~seen_by_parent))})
@@ -163,6 +181,7 @@ def main() -> None:
                                      f"(transfer: {args.lr_transfer:g})",
             "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - y_test).mean()),
             "command": "python examples/cross_functional.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "domain": model.metadata.get("domain"),
             **history,
         }
         model.save(args.save)
