@@ -135,7 +135,8 @@ def main() -> None:
                     done[key] = recorded = row
                 else:  # a reloaded run: same weights, so the recorded cost and timings stand
                     recorded.update({k: v for k, v in row.items() if k not in ("seconds", "cpu_seconds")})
-                # (process CPU time, or 2 threads x wall time for rows from before it was recorded)
+                # the run's cost as recorded when it ran: process CPU time, or 2 threads x wall time for
+                # rows from before CPU time was recorded
                 cpu_hours = recorded.get("cpu_seconds", 2 * recorded["seconds"]) / 3600
                 args.runs.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(results_path, json.dumps(results, indent=2))
@@ -173,8 +174,8 @@ def main() -> None:
             "parent": parent_name,
             "policy": "full",
             "output_min": model.output_min,  # inherited from the parent (a gap model's 0) unless changed
-            "training": {k: model.metadata["finetune"][k] for k in ("epochs", "lr", "period", "best_epoch",
-                                                                     "best_val_mae", "seed", "renormalize")},
+            "training": {k: record[k] for k in ("epochs", "lr", "period", "best_epoch", "best_val_mae", "seed",
+                                                "renormalize")},
             "test_mae": mae,
             "test_mae_from_scratch": scratch[0] if scratch else None,
             "from_scratch_settings": f"same preset, data, epochs and one-cycle schedule; peak lr {args.lr_scratch:g} "
