@@ -41,23 +41,33 @@ def _features(records, ids, featurizer):
     return np.nan_to_num(np.array(rows, dtype=float))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("ehull_loss_probe.json"))
-    args = parser.parse_args()
-    data = args.data or default_data_dir()
+def hull_probe_data(data: Path | None) -> tuple[dict, dict]:
+    """Probe features and hull distances of the fixed ``e_hull_pbe`` splits: ``(x, y)`` keyed train / val / test."""
+    data = data or default_data_dir()
     if data is None:
         raise SystemExit("mp_gap data not found: pass --data PATH")
     from matminer.featurizers.composition import ElementProperty
-    from sklearn.ensemble import HistGradientBoostingRegressor
 
     with gzip.open(Path(data) / "mp_gap.jsonl.gz", "rt") as f:
         records = {r["mat_id"]: r for r in map(json.loads, f)}
     split = json.loads((Path(data) / "splits.json").read_text())["e_hull_pbe"]
     featurizer = ElementProperty.from_preset("magpie")
-    x_train, x_val, x_test = (_features(records, split[k], featurizer) for k in ("train", "val", "test"))
-    y_train, y_val, y_test = (np.array([records[i]["e_hull_pbe"] for i in split[k]]) for k in ("train", "val", "test"))
+    parts = ("train", "val", "test")
+    x = {k: _features(records, split[k], featurizer) for k in parts}
+    y = {k: np.array([records[i]["e_hull_pbe"] for i in split[k]]) for k in parts}
+    return x, y
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("ehull_loss_probe.json"))
+    args = parser.parse_args()
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    x, y = hull_probe_data(args.data)
+    x_train, x_val, x_test = x["train"], x["val"], x["test"]
+    y_train, y_val, y_test = y["train"], y["val"], y["test"]
     result = {
         "n_train": len(y_train), "n_test": len(y_test),
         "fraction_zero_train": float((y_train == 0).mean()),
