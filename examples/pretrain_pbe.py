@@ -4,7 +4,9 @@ This is how the shipped models ``CGAT-PBE-Eform``, ``CGAT-PBE-Ehull`` and ``CGAT
 made. It is resumable: run the same command again after an interruption and it continues from the
 last finished epoch in ``--run``. Graphs are converted once into ``--graph-cache`` and reused.
 
-    python examples/pretrain_pbe.py --target e_form_pbe --name CGAT-PBE-Eform --epochs 6
+    python examples/pretrain_pbe.py --target e_form_pbe --name CGAT-PBE-Eform --epochs 3
+    python examples/pretrain_pbe.py --target e_form_pbe --name CGAT-PBE-Eform --parent CGAT-PBE-Eform --policy full \
+        --epochs 10 --lr 3e-4 --precision bf16-mixed    # a warm restart: a new cycle (the card lists every stage)
     python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull-stage1 --loss huber --epochs 11 --lr 1e-3
     python examples/pretrain_pbe.py --target e_hull_pbe --name CGAT-PBE-Ehull --parent runs/models/CGAT-PBE-Ehull-stage1 \
         --policy full --loss huber --epochs 10 --lr 2.5e-4 --output-min 0 --calibrate-offset
