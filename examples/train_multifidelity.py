@@ -62,6 +62,13 @@ def test_mae_by_pbe_overlap(pred: np.ndarray, test, fidelities: dict, pbe_train_
     return split
 
 
+def score_on_test(model, test, fidelities: dict, pbe_train_ids: set) -> tuple[dict, dict]:
+    """Each fidelity's test MAE and each higher fidelity's split by PBE-training overlap (one prediction pass)."""
+    pred = model.predict_dataset(test).reshape(len(test), -1)
+    test_mae = per_output_mae(pred, {f: test.labels[c] for f, c in fidelities.items()})
+    return test_mae, test_mae_by_pbe_overlap(pred, test, fidelities, pbe_train_ids)
+
+
 def describe_parent(name: str, card) -> str:
     """The parent's name with its stage and test MAE.
 
@@ -83,16 +90,15 @@ def rescore(folder: Path, data_dir: Path, cache: Path) -> None:
     columns = list(fidelities.values())
     ds = load_dataset(data_dir / "mp_gap.jsonl.gz", columns, require="any", cache_dir=cache).with_targets(columns)
     test = split_per_target(ds, data_dir / "splits.json", columns).test
-    pred = model.predict_dataset(test).reshape(len(test), -1)
-    test_mae = per_output_mae(pred, {f: test.labels[c] for f, c in fidelities.items()})
+    test_mae, by_overlap = score_on_test(model, test, fidelities,
+                                         set(load_splits(data_dir / "splits.json", "gap_pbe")["train"]))
     stored_card = model.metadata.get("test_mae") or {}
     for name, figures in test_mae.items():
         stored = (stored_card.get(name) or {}).get("mae", float("nan"))
         if np.isfinite(figures["mae"]) and np.isfinite(stored) and not np.isclose(figures["mae"], stored, rtol=0, atol=1e-3):
             raise SystemExit(f"{folder}: {name} test MAE {figures['mae']:.4f} eV, but the card says {stored:.4f}: "
                              "not the data or model the card describes")
-    model.metadata["test_mae_split_by_pbe_training_overlap"] = test_mae_by_pbe_overlap(
-        pred, test, fidelities, set(load_splits(data_dir / "splits.json", "gap_pbe")["train"]))
+    model.metadata["test_mae_split_by_pbe_training_overlap"] = by_overlap
     model.save(folder)
     print(json.dumps(model.metadata["test_mae_split_by_pbe_training_overlap"], indent=2))
 
@@ -150,9 +156,7 @@ def main() -> None:
                              precision=args.precision, out_dir=args.run or Path("runs") / args.name)
     if not trained.fit_result.is_global_zero:
         return
-    pred = trained.predict_dataset(parts["test"]).reshape(len(parts["test"]), -1)
-    test_mae = per_output_mae(pred, {f: parts["test"].labels[c] for f, c in fidelities.items()})
-    by_overlap = test_mae_by_pbe_overlap(pred, parts["test"], fidelities, pbe_train_ids)
+    test_mae, by_overlap = score_on_test(trained, parts["test"], fidelities, pbe_train_ids)
     record, domain = trained.metadata["finetune"], trained.metadata.get("domain")
     start = "all weights" if model is parent else "every fidelity starting as its PBE prediction"
     history = training_history(parent.metadata, args.name, {
