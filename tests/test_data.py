@@ -247,6 +247,43 @@ def test_second_load_reuses_cache_and_settings_key_it(jsonl, tmp_path, monkeypat
     assert not list(cache.rglob("*.tmp"))
 
 
+def test_cache_keys_on_content_not_place_or_time(jsonl, tmp_path, monkeypatch):
+    # the same file copied afresh elsewhere (a new session's data mount) finds its graphs;
+    # a changed label that keeps the file's size and time does not
+    import os
+    import shutil
+
+    cache = tmp_path / "cache"
+    first = load_dataset(jsonl, "e_form", cache_dir=cache, workers=1, progress=False)
+    copy = tmp_path / "elsewhere" / jsonl.name
+    copy.parent.mkdir()
+    shutil.copyfile(jsonl, copy)
+    os.utime(copy, ns=(1, 1))
+
+    def fail(job):
+        raise AssertionError("converted again instead of reusing the cache")
+
+    monkeypatch.setattr(dataset_module, "_convert_shard", fail)
+    again = load_dataset(copy, "e_form", cache_dir=cache, workers=1, progress=False)
+    assert again.cache_key == first.cache_key and again.ids == first.ids
+
+    rows = records()
+    rows[0]["e_form"] = -1.0  # "-0.0" in the original: same width, same file size
+    plain = tmp_path / "plain.jsonl"
+    write_jsonl(plain, records())
+    edited = tmp_path / "edited" / "plain.jsonl"
+    edited.parent.mkdir()
+    write_jsonl(edited, rows)
+    assert plain.stat().st_size == edited.stat().st_size
+    monkeypatch.undo()
+    load_dataset(plain, "e_form", cache_dir=cache, workers=1, progress=False)
+    stat = plain.stat()
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setattr(dataset_module, "_convert_shard", fail)
+    with pytest.raises(AssertionError, match="converted again"):
+        load_dataset(edited, "e_form", cache_dir=cache, workers=1, progress=False)
+
+
 def test_interrupted_conversion_resumes(jsonl, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     real = dataset_module._convert_shard

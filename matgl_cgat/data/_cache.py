@@ -4,7 +4,7 @@ Layout of ``cache_dir/<key>/``: ``shard_00000.bin`` (DGL graphs plus their latti
 ``shard_00000.json`` (ids, labels and skipped records of that shard), and ``index.json`` once every
 shard is done. A shard is written to a temporary name and renamed, so a killed job leaves no partial
 shard; a restarted job reuses the shards that exist and converts only the rest. The key hashes the
-source's identity (paths, sizes and modification times, or the content of in-memory structures), the
+source's content (file names, sizes and SHA-256 hashes, or the in-memory structures themselves), the
 reader settings and every converter setting, so changing any of them never reuses a stale cache.
 """
 
