@@ -6,6 +6,8 @@ import bz2
 import gzip
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -250,9 +252,6 @@ def test_second_load_reuses_cache_and_settings_key_it(jsonl, tmp_path, monkeypat
 def test_cache_keys_on_content_not_place_or_time(jsonl, tmp_path, monkeypatch):
     # the same file copied afresh elsewhere (a new session's data mount) finds its graphs;
     # a changed label that keeps the file's size and time does not
-    import os
-    import shutil
-
     cache = tmp_path / "cache"
     first = load_dataset(jsonl, "e_form", cache_dir=cache, workers=1, progress=False)
     copy = tmp_path / "elsewhere" / jsonl.name

@@ -94,15 +94,11 @@ def fingerprint_files(files: Sequence[Path], fmt: str) -> list:
     paths = list(files)
     if fmt == "cif":
         paths += sorted(files[0].parent.glob("*.cif"))
-    return [[p.name, p.stat().st_size, _file_sha256(p)] for p in paths]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    out = []
+    for p in paths:
+        with open(p, "rb") as fh:
+            out.append([p.name, p.stat().st_size, hashlib.file_digest(fh, "sha256").hexdigest()])
+    return out
 
 
 def fingerprint_objects(objects: Sequence, labels: dict[str, Sequence[float]], ids: Sequence[str]) -> str:
