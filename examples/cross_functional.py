@@ -1,4 +1,8 @@
-"""Cross-functional transfer: from a PBE model to a higher-fidelity functional (HSE, GLLB-SC, SCAN gaps).
+"""Cross-functional transfer: from a PBE model to a better functional or to measured values.
+
+Targets: HSE / GLLB-SC / SCAN band gaps (``mp_gap.jsonl.gz``), r2SCAN and measured formation
+enthalpies (``e_form_r2scan``, ``e_form_exp`` in ``hifi_eform.jsonl.gz``) and measured band gaps
+(``gap_exp`` in ``exp_gap.jsonl.gz``), each on its file's fixed split.
 
 For each training-set size (nested subsets of the fixed training split) and each strategy
 (``scratch``: no transfer; ``head``: only the regression head of the PBE model trains; ``full``: all
@@ -8,6 +12,12 @@ a model card (this is how ``CGAT-HSE-BandGap`` is made). Runs are resumable (eac
 
     python examples/cross_functional.py --parent runs/models/CGAT-PBE-BandGap --target gap_hse \\
         --sizes 300 1000 --epochs 20 --save runs/models/CGAT-HSE-BandGap
+    python examples/cross_functional.py --parent CGAT-PBE-Eform --target e_form_exp --sizes 100 300 0 \\
+        --seeds 0 1 2 --runs runs/exp_eform
+
+Every row also records the yardsticks of its target (r2SCAN and MP GGA for measured enthalpies,
+HSE06 / TB-mBJ / PBE for measured gaps, ...) on the same test crystals, and the model's MAE on
+exactly the crystals where each yardstick is known (``<target>_yardsticks.json``).
 
 Recipe defaults (see README, "Cross-functional fine-tuning"): re-fit the target normalisation on the
 new data (``renormalize=True``); transfer at a lower peak learning rate than training from scratch;
@@ -29,17 +39,17 @@ import torch
 import matgl
 from matgl_cgat import CGAT
 from matgl_cgat._io import atomic_write_text
-from matgl_cgat.data import DataError, default_data_dir, load_dataset, load_splits, nested_subsets, split_from_file
+from matgl_cgat.data import (TARGETS, DataError, default_data_dir, load_dataset, load_splits, nested_subsets,
+                             split_from_file, target_info, yardstick_table, yardstick_values)
 from matgl_cgat.training import RunFolderMismatch
 from matgl_cgat.workflows import training_history
 
-FUNCTIONAL = {"gap_hse": "HSE06", "gap_gllbsc": "GLLB-SC", "gap_scan": "SCAN", "gap_pbe": "PBE"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parent", required=True, help="PBE model: a CGAT-* name or a saved folder")
-    parser.add_argument("--target", default="gap_hse", choices=sorted(FUNCTIONAL))
+    parser.add_argument("--target", default="gap_hse", choices=sorted(TARGETS))
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--sizes", type=int, nargs="+", default=[0], help="training sizes; 0 = the whole split")
     parser.add_argument("--strategies", nargs="+", default=["scratch", "head", "full"],
@@ -50,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--name", default=None, help="model name on the saved card (default: the --save folder's name)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/cross_functional"))
     parser.add_argument("--graph-cache", type=Path, default=Path("runs/graph_cache"))
@@ -60,8 +71,9 @@ def main() -> None:
     parent = matgl.load_model(args.parent)
     parent_name = (parent.metadata or {}).get("name", str(args.parent))
 
-    ds = load_dataset(data_dir / "mp_gap.jsonl.gz", args.target, cache_dir=args.graph_cache)
-    parts = split_from_file(ds, data_dir / "splits.json", args.target)
+    info = target_info(args.target)
+    ds = load_dataset(data_dir / info.file, args.target, cache_dir=args.graph_cache)
+    parts = split_from_file(ds, data_dir / info.splits, args.target)
     train, val, test = parts["train"], parts["val"], parts["test"]
     y_test = test.labels[args.target]
     # Test crystals whose cheap-functional label the parent trained on: that is the multi-fidelity
@@ -77,9 +89,16 @@ def main() -> None:
     if not parent_train:
         print(f"{parent_name}: its property {parent_property!r} has no split here; test MAE not split by overlap")
     seen_by_parent = np.array([i in parent_train for i in test.ids]) if parent_train else None
-    # Every strategy is scored with the parent's lower bound (0 for a gap model): transfer models
-    # inherit it, and a scratch model gets it too, so the comparison is like for like.
-    floor = parent.output_min
+    # Every strategy is scored with the target's lower bound (0 for a gap, none for a formation energy):
+    # a hull-distance parent's 0 must not bound a formation energy, and a scratch model gets the same
+    # bound, so the comparison is like for like.
+    floor = info.output_min
+    yardstick_data = yardstick_values(data_dir, args.target, list(test.ids))
+    yardsticks = yardstick_table(args.target, yardstick_data)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.runs / f"{args.target}_yardsticks.json", json.dumps(yardsticks, indent=2))
+    for y in yardsticks:
+        print(f"yardstick {y['what']}: MAE {y['mae']} on {y['n']} of the {len(test)} test crystals")
     required = {"output_min"} | ({"n_unseen"} if seen_by_parent is not None else set())
     sizes = sorted(len(train) if s <= 0 else min(s, len(train)) for s in args.sizes)
     results_path = args.runs / f"{args.target}_results.json"
@@ -118,13 +137,15 @@ def main() -> None:
                         raise
                     print(f"{run_dir}: not reloaded ({exc}); its row is left as recorded", flush=True)
                     continue
-                if strategy == "scratch":  # inference only, so the run folder stays the same
-                    model.set_output_min(floor)
-                errors = np.abs(np.asarray(model.predict_dataset(test), dtype=float).ravel() - y_test)
+                model.set_output_min(floor)  # inference only, so the run folder stays the same
+                pred = np.asarray(model.predict_dataset(test), dtype=float).ravel()
+                errors = np.abs(pred - y_test)
                 mae = float(errors.mean())
                 row = {"target": args.target, "size": size, "strategy": strategy, "seed": seed, "test_mae": mae,
                        "best_val_mae": model.metadata["finetune"]["best_val_mae"], "seconds": round(time.time() - t0),
-                       "cpu_seconds": round(time.process_time() - cpu0), "output_min": model.output_min}
+                       "cpu_seconds": round(time.process_time() - cpu0), "output_min": model.output_min,
+                       "test_mae_where_known": {y["column"]: y["mae_model"] for y in
+                                                yardstick_table(args.target, yardstick_data, {"model": pred})}}
                 if seen_by_parent is not None:
                     row.update({f"test_mae_{k}": float(errors[m].mean()) if m.any() else None
                                 for k, m in (("seen", seen_by_parent), ("unseen", ~seen_by_parent))})
@@ -141,7 +162,7 @@ def main() -> None:
                 args.runs.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(results_path, json.dumps(results, indent=2))
                 if strategy == "full" and size == sizes[-1] and seed == args.seeds[0]:
-                    best_full = (model, mae, cpu_hours, recorded)
+                    best_full = (model, mae, cpu_hours, recorded, pred)
 
     print(f"\n{args.target}: test MAE (eV) on {len(test)} structures, mean over seeds")
     print(f"{'size':>6s} " + " ".join(f"{s:>9s}" for s in args.strategies))
@@ -153,23 +174,25 @@ def main() -> None:
         print(f"{size:6d} " + " ".join(cells))
 
     if args.save and best_full is not None:
-        model, mae, cpu_hours, row = best_full
+        model, mae, cpu_hours, row, pred = best_full
+        name = args.name or args.save.name
         scratch = [r["test_mae"] for r in results if r["size"] == sizes[-1] and r["strategy"] == "scratch"
                    and r["seed"] == args.seeds[0]]
         y_train = train.labels[args.target]
         record = model.metadata["finetune"]
-        history = training_history(parent.metadata, args.save.name, {
-            "what": f"all weights of {parent_name} on {sizes[-1]} {FUNCTIONAL[args.target]} labels: "
+        history = training_history(parent.metadata, name, {
+            "what": f"all weights of {parent_name} on {sizes[-1]} {info.functional} labels: "
                     f"one {args.epochs}-epoch cycle peaking at {args.lr_transfer:g} ({args.precision}); "
                     f"best epoch {record['best_epoch']}",
             "best_val_mae": record["best_val_mae"], "test_mae": mae, "cpu_hours_measured": round(cpu_hours, 3)})
         model.metadata = {
-            "name": args.save.name,
+            "name": name,
             "property": args.target,
-            "units": "eV",
-            "functional": FUNCTIONAL[args.target],
-            "data": "mp_gap (Materials Project structures; gaps of Chen et al. 2021), see shared/data/mp_gap/README.md",
-            "split": f"splits.json[{args.target!r}]: train {sizes[-1]} of {len(train)}, val {len(val)}, test {len(test)}",
+            "units": info.units,
+            "functional": info.functional,
+            "meaning": info.meaning,
+            "data": f"{info.file} of the shared mp_gap data (Materials Project structures), see shared/data/mp_gap/README.md",
+            "split": f"{info.splits}[{args.target!r}]: train {sizes[-1]} of {len(train)}, val {len(val)}, test {len(test)}",
             "preset": (parent.metadata or {}).get("preset", "small"),
             "parent": parent_name,
             "policy": "full",
@@ -181,6 +204,7 @@ def main() -> None:
             "from_scratch_settings": f"same preset, data, epochs and one-cycle schedule; peak lr {args.lr_scratch:g} "
                                      f"(transfer: {args.lr_transfer:g})",
             "test_mae_predicting_train_median": float(np.abs(np.median(y_train) - y_test).mean()),
+            "test_yardsticks": yardstick_table(args.target, yardstick_data, {"this_model": pred}),
             "command": "python examples/cross_functional.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "domain": model.metadata.get("domain"),
             **history,

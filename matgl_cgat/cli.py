@@ -44,6 +44,7 @@ def _predict(args: argparse.Namespace) -> int:
         predict_all,
         read_structure_files,
     )
+    from matgl_cgat.predict import MEASURED_FILES
     from matgl_cgat.pretrained import available_models
 
     if args.out and args.out.suffix.lower() not in OUT_FORMATS:
@@ -68,6 +69,12 @@ def _predict(args: argparse.Namespace) -> int:
             source = folder / "mp_gap.jsonl.gz" if folder is not None else None
         if source is not None and source.is_file():
             references = find_in_data(structures, source)
+            # measured values (and r2SCAN) of the same crystals, from the files beside it: same MP cells
+            for extra in MEASURED_FILES:
+                if (source.parent / extra).is_file() and source.name == "mp_gap.jsonl.gz":
+                    for sid, found in find_in_data(structures, source.parent / extra).items():
+                        references.setdefault(sid, {"mat_id": found["mat_id"]})
+                        references[sid].update({k: v for k, v in found.items() if k not in references[sid]})
         elif args.labels != "auto":
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
     rows = predict_all(models, structures, references, args.on_error, skipped)

@@ -67,7 +67,7 @@ def _confusion(true_pos: np.ndarray, pred_pos: np.ndarray) -> tuple[int, int, in
     return tp, fp, fn, tn
 
 
-def band_gap_metrics(y_true, y_pred, metal_threshold: float = 0.1) -> dict:
+def band_gap_metrics(y_true, y_pred, metal_threshold: float = 0.1, insulator_from: float = 0.5) -> dict:
     """Metal/non-metal classification and the MAE split by the label's class.
 
     Most PBE entries are metals with a gap of exactly 0 eV; a model that predicts ~0 for them earns a
@@ -78,6 +78,12 @@ def band_gap_metrics(y_true, y_pred, metal_threshold: float = 0.1) -> dict:
     applied to the label and to the prediction, so a predicted gap of 0.05 eV is a predicted metal.
     Precision and recall treat "metal" as the positive class; they are ``nan`` when undefined (no
     predicted metals, or no metals in the labels), as are the MAEs of an empty class.
+
+    The two mistakes a user notices are counted apart, as rates of their own class:
+    ``insulators_called_metals`` (label at least ``insulator_from``, prediction below
+    ``metal_threshold``: Si or SrTiO3 given no gap) and ``metals_given_gap`` (label below
+    ``metal_threshold``, prediction at or above it). Crystals with a label between the two thresholds
+    are small-gap semiconductors: they count in the accuracy and F1, not in the insulator rate.
     """
     t, p = _validate(y_true, y_pred)
     metal_true = t < metal_threshold
@@ -86,11 +92,16 @@ def band_gap_metrics(y_true, y_pred, metal_threshold: float = 0.1) -> dict:
     abs_err = np.abs(p - t)
     n_metals = int(metal_true.sum())
     n_nonmetals = int(t.size - n_metals)
+    insulator = t >= insulator_from
     return {
         "metal_fraction": n_metals / t.size,
         "metal_accuracy": (tp + tn) / t.size,
         "metal_precision": _ratio(tp, tp + fp),
         "metal_recall": _ratio(tp, tp + fn),
+        "metal_f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "insulators_called_metals": _ratio(int(np.sum(insulator & metal_pred)), int(insulator.sum())),
+        "n_insulators": int(insulator.sum()),
+        "metals_given_gap": _ratio(fn, n_metals),
         "mae_nonmetals": float(abs_err[~metal_true].mean()) if n_nonmetals else NAN,
         "n_nonmetals": n_nonmetals,
         "mae_metals": float(abs_err[metal_true].mean()) if n_metals else NAN,

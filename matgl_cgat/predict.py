@@ -179,8 +179,15 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
                 row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
         if references is not None:
             row["reference_id"] = references.get(sid, {}).get("mat_id", "")
+            row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
         rows.append(row)
     return rows
+
+
+#: Files beside ``mp_gap.jsonl.gz`` whose values for the same crystals the demo shows too.
+MEASURED_FILES = ("hifi_eform.jsonl.gz", "exp_gap.jsonl.gz")
+#: Measured quantities shown in their own column wherever the shared data has them: (label, name, units).
+MEASURED = (("gap_exp", "gap", "eV"), ("e_form_exp", "ΔHf", "eV/atom"))
 
 
 def units_of(model) -> str:
@@ -223,6 +230,8 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                 item[n] = entry
             if "reference_id" in r:
                 item["reference_id"] = r["reference_id"] or None
+            if "measured" in r:
+                item["measured"] = {k: _rounded(v) for k, v in r["measured"].items()}
             out.append(item)
         return json.dumps({"units": {n: units_of(m) for n, m in models.items()}, "predictions": out}, indent=2)
     if fmt == "csv":
@@ -240,6 +249,8 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                 line[f"{n} flags"] = "; ".join(flags.messages()) if flags is not None else ""
             if "reference_id" in r:
                 line["reference_id"] = r["reference_id"]
+                for key, _, unit in MEASURED:
+                    line[f"measured {key} ({unit})"] = _rounded(r.get("measured", {}).get(key, ""))
             table.append(line)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["id", "formula"])
@@ -270,14 +281,21 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     if labelled:
         headers.append("in mp_gap")
         table = [line + [r.get("reference_id", "") or "-"] for line, r in zip(table, rows)]
+    if any(r.get("measured") for r in rows):
+        headers.append("measured")
+        table = [line + [", ".join(f"{name} {r['measured'][k]:+.3f} {unit}" for k, name, unit in MEASURED
+                                   if k in r.get("measured", {})) or "-"] for line, r in zip(table, rows)]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [headers, *table]]
     if with_sigma:
         lines.append("(± sigma: the model's standard deviation for this crystal, errors modelled as Laplace: the 68% "
                      "interval is ± 0.81 sigma, the 95% one ± 2.12 sigma; measured coverage in the model card)")
     if labelled:
-        lines.append("(in brackets: the DFT value of the same crystal in the shared mp_gap data, matched with "
-                     "pymatgen's StructureMatcher)")
+        lines.append("(in brackets: the reference value of the model's own property for the same crystal in the shared "
+                     "mp_gap data (DFT; measured for the Exp- models), matched with pymatgen's StructureMatcher)")
+    if any(r.get("measured") for r in rows):
+        lines.append("(measured: the experimental band gap (exp_gap.jsonl.gz) and formation enthalpy (hifi_eform.jsonl.gz) "
+                     "of the same crystal where the shared data has one)")
     if any(r.get(f"{n} flags") for r in rows for n in models):
         lines.append("(domain flags: Xx(n) = element in only n training structures; short-contact = atoms closer than "
                      "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "

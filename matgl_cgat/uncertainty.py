@@ -106,7 +106,7 @@ def _frozen_pass(model, dataset, batch_size: int, step) -> list:
 
 def _features_and_prediction(model, g):
     f = model.represent(g)
-    return f, model.denormalize(model.head_output(f))
+    return f, model.predict_from_features(f)  # gated like the model's answers: sigma describes those
 
 
 def label_columns(model, targets=None) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._dataset import GraphDataset, load_dataset
 from ._errors import DataError
+from ._higher_fidelity import TARGETS, HigherFidelityTarget, Yardstick, read_columns, target_info, yardstick_table, yardstick_values
 from ._mgl import graph_dataset
 from ._paths import ENV_VAR, default_data_dir
 from ._prepare import prepare_splits
@@ -12,6 +13,13 @@ from ._splits import Splits, load_splits, nested_subsets, random_split, split_fr
 
 __all__ = [
     "ENV_VAR",
+    "TARGETS",
+    "HigherFidelityTarget",
+    "Yardstick",
+    "read_columns",
+    "target_info",
+    "yardstick_table",
+    "yardstick_values",
     "DataError",
     "GraphDataset",
     "Records",

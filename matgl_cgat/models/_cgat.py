@@ -101,6 +101,9 @@ class CGAT(MatGLModel):
         fidelities: tuple[str, ...] | None = None,
         predict_log_sigma: bool = False,
         sigma_hidden: int | None = None,
+        metal_hidden: int | None = None,
+        metal_threshold: float = 0.0,
+        metal_below: float = 0.1,
         data_mean: float | list[float] = 0.0,
         data_std: float | list[float] = 1.0,
         output_min: float | None = None,
@@ -135,6 +138,13 @@ class CGAT(MatGLModel):
             sigma_hidden: hidden width of the uncertainty head, a small MLP from the pooled crystal
                 representation to log(sigma) per target, fitted after training on the frozen network
                 (:func:`matgl_cgat.uncertainty.fit_sigma_head`); None: no head.
+            metal_hidden: hidden width of the metal gate, a small MLP from the pooled crystal representation
+                to a metal-versus-non-metal logit per output, fitted after training on the frozen
+                network (:func:`matgl_cgat.gate.fit_metal_gate`); where its logit is above
+                ``metal_threshold`` the prediction is ``output_min`` (a metal's zero gap), elsewhere
+                it is the regression's. None: no gate (every property but a band gap).
+            metal_threshold: logit above which the gate calls a crystal a metal (chosen on validation).
+            metal_below: the gap (target units) below which a training label counts as a metal.
             data_mean, data_std: target normalisation (training-set mean and std).
             output_min: lower bound of ``forward``'s predictions in target units (0 for hull distances
                 and band gaps, which cannot be negative; None: unbounded). Training losses and the
@@ -185,6 +195,9 @@ class CGAT(MatGLModel):
         self.head = ResidualHead(self.readout.out_dim, tuple(head_dims), per_row * (2 if predict_log_sigma else 1))
         self.fidelity_film = nn.ModuleList(FidelityFiLM(self.readout.out_dim) for _ in fidelities) if fidelities else None
         self.sigma_head = self._sigma_head(sigma_hidden) if sigma_hidden else None
+        self.metal_head = self._sigma_head(metal_hidden) if metal_hidden else None
+        self.metal_threshold = float(metal_threshold)
+        self.metal_below = float(metal_below)
         self.register_buffer("data_mean", torch.zeros(ntargets))
         self.register_buffer("data_std", torch.ones(ntargets))
         self.set_normalization(data_mean, data_std)
@@ -226,6 +239,38 @@ class CGAT(MatGLModel):
         """
         self.sigma_head = self._sigma_head(hidden).to(self.data_mean.device) if hidden else None
         self._init_args["sigma_hidden"] = hidden
+
+    def set_metal_gate(self, hidden: int | None, threshold: float = 0.0) -> None:
+        """Add a fresh (untrained) metal gate of this width and logit threshold, or remove it with None.
+
+        Saved with the model. Fine-tuning removes it, like the uncertainty head: it reads the
+        representation of the network it was fitted on.
+        """
+        self.metal_head = self._sigma_head(hidden).to(self.data_mean.device) if hidden else None
+        self.metal_threshold = float(threshold)
+        self._init_args["metal_hidden"] = hidden
+        self._init_args["metal_threshold"] = self.metal_threshold
+
+    def set_metal_threshold(self, threshold: float) -> None:
+        """Move the gate's decision threshold (a logit); saved with the model."""
+        self.metal_threshold = float(threshold)
+        self._init_args["metal_threshold"] = self.metal_threshold
+
+    def metal_logit(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, ntargets) metal-versus-non-metal logits from the gate (positive: more likely a metal)."""
+        if self.metal_head is None:
+            raise ValueError("this model has no metal gate; fit one with matgl_cgat.gate.fit_metal_gate")
+        if self.fidelities is None:
+            return self.metal_head(features)
+        return self.metal_head(condition_on_fidelities(features, self.fidelity_film))[..., 0]
+
+    def metal_probability(self, g: dgl.DGLGraph) -> torch.Tensor:
+        """(B, ntargets) probability that each crystal is a metal (gap below ``metal_below``), per output."""
+        return torch.sigmoid(self.metal_logit(self.represent(g)).float())
+
+    def is_metal(self, g: dgl.DGLGraph) -> torch.Tensor:
+        """(B, ntargets) booleans: the gate's decision (logit above ``metal_threshold``)."""
+        return self.metal_logit(self.represent(g)).float() > self.metal_threshold
 
     def represent(self, g: dgl.DGLGraph) -> torch.Tensor:
         """Pooled crystal representation (B, readout width): the input of the output network and of the
@@ -273,6 +318,15 @@ class CGAT(MatGLModel):
         """Raw network output for a (batched) graph: (B, ntargets) normalised means, then log sigmas."""
         return self.head_output(self.represent(g))
 
+    def predict_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, ntargets) predictions in target units from pooled representations, gated where the model
+        has a metal gate: the gate decides metal or not, the regression gives a non-metal's gap."""
+        pred = self.denormalize(self.head_output(features))
+        if self.metal_head is None:
+            return pred
+        metal = self.metal_logit(features).float() > self.metal_threshold
+        return torch.where(metal, torch.full_like(pred, self.output_min or 0.0), pred)
+
     def denormalize(self, out: torch.Tensor) -> torch.Tensor:
         """(B, ntargets) predictions in target units, bounded by ``output_min``, from the raw output."""
         pred = out[:, : self.ntargets] * self.data_std + self.data_mean
@@ -316,7 +370,7 @@ class CGAT(MatGLModel):
         if return_sigma and self.sigma_head is None:
             raise ValueError("this model has no uncertainty head; fit one with matgl_cgat.uncertainty.fit_sigma_head")
         features = self.represent(g)
-        pred = self.denormalize(self.head_output(features))
+        pred = self.predict_from_features(features)
         if not return_sigma:
             return pred, None
         log_sigma = self.sigma_output(features).float().clamp(-20.0, 20.0)

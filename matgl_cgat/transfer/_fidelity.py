@@ -31,10 +31,10 @@ def _rebuild(source, fidelities: Sequence[str], means: Sequence[float], stds: Se
         raise TypeError(f"multi-fidelity models are CGATs, got {type(source).__name__}")
     args = {k: v for k, v in source._init_args.items() if not k.startswith("@")}
     args.update(fidelities=tuple(fidelities), ntargets=len(fidelities), data_mean=list(means), data_std=list(stds),
-                sigma_hidden=None)
+                sigma_hidden=None, metal_hidden=None)
     model = CGAT(**args)
     state = {k: v for k, v in source.state_dict().items()
-             if not k.startswith(("sigma_head.", "fidelity_film.", "data_mean", "data_std"))}
+             if not k.startswith(("sigma_head.", "metal_head.", "fidelity_film.", "data_mean", "data_std"))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(("fidelity_film.", "data_")) for k in missing):
         raise ValueError(f"cannot carry the weights over: unexpected {unexpected}, missing {missing}")

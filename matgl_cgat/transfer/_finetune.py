@@ -205,6 +205,8 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
     tuned.__dict__.pop("source", None)  # where the parent was loaded from; the copy is new
     if getattr(tuned, "sigma_head", None) is not None:  # fitted to the parent's errors, not the copy's
         tuned.set_sigma_head(None)
+    if getattr(tuned, "metal_head", None) is not None:  # reads the parent's representation, not the copy's
+        tuned.set_metal_gate(None)
     train_ds = _as_dataset(train, tuned, config.progress, "train")
     val_ds = _as_dataset(val, tuned, config.progress, "val")
     if len(train_ds) == 0:

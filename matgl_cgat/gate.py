@@ -1,0 +1,156 @@
+"""An explicit metal-or-not decision for band-gap models.
+
+Most band-gap training sets are dominated by metals at exactly 0 eV. A regression trained on them
+with an MAE learns to hedge towards 0, and a mean-absolute loss rewards it: the shipped gap models
+gave Si 0.003 eV and SrTiO3 0.05 eV. A user screening for semiconductors needs the opposite
+priority: first *whether* a crystal has a gap, then how large it is. So a gap model here can carry a
+**metal gate**: a small MLP on the pooled crystal representation (the same input as the uncertainty
+head) that outputs a metal-versus-non-metal logit per output. Where the logit is above the model's
+threshold the answer is 0 eV; elsewhere it is the regression's.
+
+The gate is fitted like the uncertainty head, on the frozen network, by binary cross-entropy against
+the training labels (a label below ``metal_below``, 0.1 eV, is a metal), with early stopping on the
+validation loss. The threshold is then chosen on the validation set, where the decision matters: it
+minimises the sum of the two error rates a user notices, insulators called metals and metals given a
+gap (:func:`matgl_cgat.metrics.band_gap_metrics`), with the regression's own answers for the crystals
+the gate lets through. The test split is untouched by both steps.
+
+Whether the regression itself should be re-trained on non-metals alone first (a "hurdle" model: the
+gate says whether, a regression that never saw a 0 eV label says how much) is a question of
+measurement; ``examples/gate_gap_models.py`` fits both and keeps the one better on validation.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from matgl_cgat.metrics import band_gap_metrics
+from matgl_cgat.uncertainty import embed, label_columns
+
+#: A label below this (eV) is a metal: the same line the metrics use for a "called metal" prediction.
+METAL_BELOW = 0.1
+
+
+@dataclass
+class GateFit:
+    """The model with its fitted gate, the chosen threshold and the validation figures behind it."""
+
+    model: torch.nn.Module
+    threshold: float  # logit threshold
+    val_before: dict  # band_gap_metrics of the ungated model on validation (first output with labels)
+    val_after: dict  # the same with the gate
+    n_train: int
+    n_train_metals: int
+
+
+def _bce(logits: torch.Tensor, metal: torch.Tensor, present: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the present labels, metals weighted by ``pos_weight`` (balanced classes)."""
+    weight = torch.where(metal > 0.5, pos_weight, torch.ones_like(metal))
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[present], metal[present], weight=weight[present])
+
+
+def _balanced_errors(y: np.ndarray, pred: np.ndarray, metal_below: float) -> float:
+    m = band_gap_metrics(y, pred, metal_threshold=metal_below)
+    rates = [r for r in (m["insulators_called_metals"], m["metals_given_gap"]) if np.isfinite(r)]
+    return float(sum(rates))
+
+
+def choose_threshold(logits: np.ndarray, regression: np.ndarray, labels: np.ndarray,
+                     metal_below: float = METAL_BELOW, floor: float = 0.0) -> float:
+    """The logit threshold whose gated answers have the fewest errors on these (validation) crystals.
+
+    The score is insulators called metals plus metals given a gap, each as a rate of its class; ties
+    go to the lower validation MAE. Candidates are the midpoints between sorted logits.
+    """
+    logits, regression, labels = (np.asarray(a, dtype=float).ravel() for a in (logits, regression, labels))
+    keep = np.isfinite(labels)
+    logits, regression, labels = logits[keep], regression[keep], labels[keep]
+    if labels.size < 2:
+        raise ValueError("choosing the gate's threshold needs at least 2 validation labels")
+    order = np.unique(logits)
+    candidates = np.concatenate([[order[0] - 1.0], (order[:-1] + order[1:]) / 2, [order[-1] + 1.0]])
+    if candidates.size > 400:  # quantiles are enough to place a threshold on a few thousand crystals
+        candidates = np.unique(np.quantile(candidates, np.linspace(0, 1, 401)))
+    best = None
+    for t in candidates:
+        gated = np.where(logits > t, floor, regression)
+        key = (round(_balanced_errors(labels, gated, metal_below), 12), float(np.abs(gated - labels).mean()))
+        if best is None or key < best[0]:
+            best = (key, float(t))
+    return best[1]
+
+
+def fit_metal_gate(model, train, val, *, target=None, hidden: int = 32, epochs: int = 400, lr: float = 3e-3,
+                   weight_decay: float = 1e-4, max_train: int | None = 12000, seed: int = 0,
+                   metal_below: float = METAL_BELOW, batch_size: int = 128) -> GateFit:
+    """Fit a metal gate to a copy of a trained gap CGAT; the network and its regression are unchanged.
+
+    Works for one output or a multi-fidelity model (one logit per fidelity; missing labels ignored).
+    The uncertainty head, if any, is kept but was fitted to ungated answers: refit it afterwards
+    (:func:`matgl_cgat.uncertainty.fit_sigma_head` sees the gated answers).
+
+    Args:
+        train: labelled structures the gate learns from (a seeded subset of ``max_train``).
+        val: held-out structures for early stopping and for choosing the threshold.
+        target: the label column(s) the gate learns metals from, one per output (default: see
+            :func:`~matgl_cgat.uncertainty.label_columns`). A model of measured gaps, whose own data
+            holds no metals, is gated with a DFT column that does (``examples/gate_gap_models.py
+            --gate-labels gap_hse``).
+    """
+    if len(val) < 20 or len(train) < 20:
+        raise ValueError(f"fitting a metal gate needs at least 20 training and 20 validation structures, got "
+                         f"{len(train)} and {len(val)}")
+    rng = np.random.default_rng(seed)
+    if max_train is not None and len(train) > max_train:
+        train = train.subset(np.sort(rng.choice(len(train), max_train, replace=False)).tolist())
+    tuned = copy.deepcopy(model)
+    tuned.set_metal_gate(None)  # features and regression without any previous gate
+    columns = label_columns(tuned, target)
+    f_tr, _, y_tr = embed(tuned, train, columns, batch_size)
+    f_va, p_va, y_va = embed(tuned, val, columns, batch_size)
+    present_tr, present_va = torch.isfinite(y_tr), torch.isfinite(y_va)
+    metal_tr = (torch.nan_to_num(y_tr, nan=1.0) < metal_below).float()
+    metal_va = (torch.nan_to_num(y_va, nan=1.0) < metal_below).float()
+    n_metals = int(metal_tr[present_tr].sum())
+    n_labels = int(present_tr.sum())
+    if n_metals == 0 or n_metals == n_labels:
+        raise ValueError(f"the gate's training labels hold {n_metals} metal(s) (gap below {metal_below}) among "
+                         f"{n_labels}: it needs both classes (gate a measured-gap model with a DFT column that has metals)")
+    # balance the classes in the loss: the threshold, not the prior, decides where the line falls
+    pos_weight = torch.tensor((n_labels - n_metals) / n_metals)
+
+    torch.manual_seed(seed)
+    tuned.set_metal_gate(hidden)
+    head = tuned.metal_head
+    optimiser = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state = float("inf"), copy.deepcopy(head.state_dict())
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        loss = _bce(tuned.metal_logit(f_tr), metal_tr, present_tr, pos_weight)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            v = float(_bce(tuned.metal_logit(f_va), metal_va, present_va, pos_weight))
+        if v < best:
+            best, best_state = v, copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_state)
+
+    with torch.no_grad():
+        logit_va = tuned.metal_logit(f_va).float().numpy()
+    floor = float(tuned.output_min or 0.0)
+    y_np, p_np = y_va.numpy(), p_va.numpy()
+    # one threshold for every output: pool the validation labels of all of them
+    threshold = choose_threshold(logit_va.ravel(), p_np.ravel(), y_np.ravel(), metal_below, floor)
+    tuned.set_metal_threshold(threshold)
+    tuned.metal_below = metal_below
+    tuned._init_args["metal_below"] = metal_below
+    tuned.eval()
+    j = int(np.argmax(np.isfinite(y_np).sum(0)))
+    have = np.isfinite(y_np[:, j])
+    gated = np.where(logit_va[have, j] > threshold, floor, p_np[have, j])
+    return GateFit(tuned, threshold, band_gap_metrics(y_np[have, j], p_np[have, j], metal_below),
+                   band_gap_metrics(y_np[have, j], gated, metal_below), n_labels, n_metals)

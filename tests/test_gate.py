@@ -1,0 +1,136 @@
+"""The metal gate: it decides, it is saved, it is fitted on the frozen network, fine-tuning drops it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from matgl_cgat import CGAT
+from matgl_cgat.data import load_dataset
+from matgl_cgat.gate import choose_threshold, fit_metal_gate
+from matgl_cgat.metrics import band_gap_metrics
+from tests.conftest import make_model
+
+
+def _rocksalt(a: str, b: str, lattice: float) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def _fcc(element: str, lattice: float) -> Structure:
+    return Structure(Lattice.cubic(lattice), [element] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def _gate_to(model: CGAT, logit: float) -> None:
+    """Make the gate answer ``logit`` for every crystal (last layer zero, bias = logit)."""
+    with torch.no_grad():
+        model.metal_head[-1].weight.zero_()
+        model.metal_head[-1].bias.fill_(logit)
+
+
+def test_gate_sets_metals_to_the_floor_and_leaves_non_metals_to_the_regression(nacl):
+    model = make_model(output_min=0.0)
+    model.set_normalization(2.0, 1.0)
+    plain = float(model.predict_structure(nacl, check_domain=False))
+    assert plain > 0.1
+    model.set_metal_gate(8, threshold=0.5)
+    _gate_to(model, 3.0)  # above the threshold: a metal
+    assert float(model.predict_structure(nacl, check_domain=False)) == 0.0
+    g = model.graph_converter().get_graph(nacl)[0]
+    assert float(model.metal_probability(g)) == pytest.approx(1 / (1 + np.exp(-3.0)), rel=1e-5)
+    assert bool(model.is_metal(g))
+    _gate_to(model, 0.2)  # below the threshold: the regression's answer, unchanged
+    assert float(model.predict_structure(nacl, check_domain=False)) == pytest.approx(plain, rel=1e-6)
+    assert not bool(model.is_metal(g))
+
+
+def test_gate_round_trips_through_save_and_load(tmp_path, nacl):
+    model = make_model(output_min=0.0)
+    model.set_metal_gate(8, threshold=-0.25)
+    model.metadata = {"name": "gated"}
+    model.save(tmp_path / "m")
+    loaded = CGAT.load(tmp_path / "m")
+    assert loaded.metal_head is not None and loaded.metal_threshold == -0.25
+    g = model.graph_converter().get_graph(nacl)[0]
+    assert torch.allclose(loaded.metal_probability(g), model.metal_probability(g))
+    assert float(loaded.predict_structure(nacl, check_domain=False)) == pytest.approx(
+        float(model.predict_structure(nacl, check_domain=False)), rel=1e-6)
+
+
+def test_a_model_without_gate_says_so(nacl):
+    model = make_model()
+    g = model.graph_converter().get_graph(nacl)[0]
+    with pytest.raises(ValueError, match="no metal gate"):
+        model.metal_probability(g)
+
+
+def test_choose_threshold_separates_classes_and_counts_the_regression():
+    labels = np.array([0.0, 0.0, 0.0, 1.5, 2.0, 3.0])
+    logits = np.array([2.0, 1.5, 1.0, -1.0, -2.0, -0.5])
+    regression = np.array([0.4, 0.3, 0.5, 1.4, 2.1, 2.8])
+    t = choose_threshold(logits, regression, labels)
+    assert -0.5 < t < 1.0  # the only cut with no error on either class
+    gated = np.where(logits > t, 0.0, regression)
+    m = band_gap_metrics(labels, gated)
+    assert m["insulators_called_metals"] == 0.0 and m["metals_given_gap"] == 0.0
+
+
+def test_band_gap_metrics_counts_both_mistakes_as_rates_of_their_class():
+    y = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.0, 2.0])
+    p = np.array([0.0, 0.5, 0.0, 0.0, 0.05, 0.02, 2.0])
+    m = band_gap_metrics(y, p)
+    assert m["metals_given_gap"] == pytest.approx(1 / 4)
+    assert m["insulators_called_metals"] == pytest.approx(1 / 2)  # 1.0 -> 0.02; 0.3 is no insulator
+    assert m["n_insulators"] == 2
+    tp, fp, fn = 3, 2, 1  # metal is the positive class; 0.3 -> 0.05 and 1.0 -> 0.02 are false metals
+    assert m["metal_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def _two_class_data(tmp_path):
+    """Elemental fcc metals at 0 eV and rock-salt insulators with gaps, at varied lattice constants."""
+    rng = np.random.default_rng(0)
+    structures, labels = [], []
+    for i in range(48):
+        if i % 2:
+            structures.append(_fcc(["Cu", "Al", "Ag", "Ni"][(i // 2) % 4], 3.6 + 0.4 * rng.random()))
+            labels.append(0.0)
+        else:
+            structures.append(_rocksalt(*[("Na", "Cl"), ("Mg", "O"), ("K", "Br")][i % 3], 4.6 + 1.0 * rng.random()))
+            labels.append(3.0 + rng.random())
+    return load_dataset(structures, "gap", labels=labels, cache_dir=tmp_path, progress=False, workers=1)
+
+
+def test_fit_metal_gate_learns_metals_on_the_frozen_network(tmp_path):
+    ds = _two_class_data(tmp_path)
+    model = make_model(output_min=0.0)
+    model.set_normalization(1.7, 1.7)
+    model.metadata = {"property": "gap"}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train, val = ds.subset(range(24)), ds.subset(range(24, 48))
+    fit = fit_metal_gate(model, train, val, epochs=300)
+    assert fit.n_train_metals == 12 and fit.n_train == 24
+    assert fit.val_after["metal_accuracy"] >= 0.9
+    assert fit.val_after["metals_given_gap"] <= 0.1
+    # the network itself is untouched: the same weights, and the source model has no gate
+    assert model.metal_head is None
+    assert all(torch.equal(before[k], v) for k, v in fit.model.state_dict().items() if not k.startswith("metal_head"))
+
+
+def test_fit_metal_gate_refuses_data_without_metals(tmp_path):
+    structures = [_rocksalt("Na", "Cl", 5.0 + 0.02 * i) for i in range(24)]
+    ds = load_dataset(structures, "gap", labels=[3.0 + 0.01 * i for i in range(24)], cache_dir=tmp_path,
+                      progress=False, workers=1)
+    model = make_model(output_min=0.0)
+    model.metadata = {"property": "gap"}
+    with pytest.raises(ValueError, match="both classes"):
+        fit_metal_gate(model, ds, ds, epochs=5)
+
+
+def test_finetune_drops_the_gate(tmp_path):
+    ds = _two_class_data(tmp_path)
+    model = make_model(output_min=0.0)
+    model.set_metal_gate(8)
+    tuned = model.finetune(ds.subset(range(24)), ds.subset(range(24, 48)), epochs=1, lr=1e-4, batch_size=12,
+                           out_dir=tmp_path / "run", progress=False)
+    assert tuned.metal_head is None and model.metal_head is not None
