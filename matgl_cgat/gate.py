@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from matgl_cgat.metrics import band_gap_metrics
-from matgl_cgat.uncertainty import embed, label_columns
+from matgl_cgat.uncertainty import checked_head_data, embed, fit_head_full_batch, label_columns
 
 #: A label below this (eV) is a metal: the same line the metrics use for a "called metal" prediction.
 METAL_BELOW = 0.1
@@ -101,12 +101,7 @@ def fit_metal_gate(model, train, val, *, target=None, hidden: int = 32, epochs: 
             holds no metals, is gated with a DFT column that does (``examples/gate_gap_models.py
             --gate-labels gap_hse``).
     """
-    if len(val) < 20 or len(train) < 20:
-        raise ValueError(f"fitting a metal gate needs at least 20 training and 20 validation structures, got "
-                         f"{len(train)} and {len(val)}")
-    rng = np.random.default_rng(seed)
-    if max_train is not None and len(train) > max_train:
-        train = train.subset(np.sort(rng.choice(len(train), max_train, replace=False)).tolist())
+    train = checked_head_data(train, val, max_train, seed, "fitting a metal gate")
     tuned = copy.deepcopy(model)
     tuned.set_metal_gate(None)  # features and regression without any previous gate
     columns = label_columns(tuned, target)
@@ -126,18 +121,9 @@ def fit_metal_gate(model, train, val, *, target=None, hidden: int = 32, epochs: 
     torch.manual_seed(seed)
     tuned.set_metal_gate(hidden)
     head = tuned.metal_head
-    optimiser = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    best, best_state = float("inf"), copy.deepcopy(head.state_dict())
-    for _ in range(epochs):
-        optimiser.zero_grad()
-        loss = _bce(tuned.metal_logit(f_tr), metal_tr, present_tr, pos_weight)
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            v = float(_bce(tuned.metal_logit(f_va), metal_va, present_va, pos_weight))
-        if v < best:
-            best, best_state = v, copy.deepcopy(head.state_dict())
-    head.load_state_dict(best_state)
+    fit_head_full_batch(head, lambda: _bce(tuned.metal_logit(f_tr), metal_tr, present_tr, pos_weight),
+                        lambda: _bce(tuned.metal_logit(f_va), metal_va, present_va, pos_weight),
+                        epochs=epochs, lr=lr, weight_decay=weight_decay)
 
     with torch.no_grad():
         logit_va = tuned.metal_logit(f_va).float().numpy()

@@ -131,6 +131,36 @@ def embed(model, dataset, target=None, batch_size: int = 128):
     return torch.cat(feats), torch.cat(preds), labels
 
 
+def checked_head_data(train, val, max_train: int | None, seed: int, what: str):
+    """The training set a head on the frozen network learns from: at least 20 structures in each of
+    ``train`` and ``val`` (an error naming ``what`` otherwise), a seeded subset of ``max_train``."""
+    if len(val) < 20 or len(train) < 20:
+        raise ValueError(f"{what} needs at least 20 training and 20 validation structures, got {len(train)} "
+                         f"and {len(val)}")
+    if max_train is not None and len(train) > max_train:
+        rng = np.random.default_rng(seed)
+        train = train.subset(np.sort(rng.choice(len(train), max_train, replace=False)).tolist())
+    return train
+
+
+def fit_head_full_batch(head: torch.nn.Module, train_loss, val_loss, *, epochs: int, lr: float,
+                        weight_decay: float) -> float:
+    """Full-batch Adam on ``train_loss()`` for ``epochs`` steps, keeping the head's state with the lowest
+    ``val_loss()`` (early stopping without a patience to tune); returns that validation loss."""
+    optimiser = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state = float("inf"), copy.deepcopy(head.state_dict())
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        train_loss().backward()
+        optimiser.step()
+        with torch.no_grad():
+            v = float(val_loss())
+        if v < best:
+            best, best_state = v, copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_state)
+    return best
+
+
 def _nll(log_sigma: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """Laplace negative log-likelihood (up to a constant) with standard deviation exp(log_sigma), over
     the finite residuals (missing labels are NaN)."""
@@ -153,12 +183,7 @@ def fit_sigma_head(model, train, val, *, target=None, hidden: int = 32, epochs: 
         hidden: width of the head's hidden layer.
         epochs: full-batch Adam steps at most (the step with the lowest validation NLL is kept).
     """
-    if len(val) < 20 or len(train) < 20:
-        raise ValueError(f"fitting sigma needs at least 20 training and 20 validation structures, got {len(train)} "
-                         f"and {len(val)}")
-    rng = np.random.default_rng(seed)
-    if max_train is not None and len(train) > max_train:
-        train = train.subset(np.sort(rng.choice(len(train), max_train, replace=False)).tolist())
+    train = checked_head_data(train, val, max_train, seed, "fitting sigma")
     tuned = copy.deepcopy(model)
     columns = label_columns(tuned, target)
     f_tr, p_tr, y_tr = embed(tuned, train, columns, batch_size)
@@ -173,18 +198,8 @@ def fit_sigma_head(model, train, val, *, target=None, hidden: int = 32, epochs: 
     head = tuned.sigma_head
     with torch.no_grad():  # start at the training residuals' overall scale
         head[-1].bias.fill_(float(torch.log(r_tr[torch.isfinite(r_tr)].abs().mean() + 1e-6)))
-    optimiser = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    best, best_state = float("inf"), copy.deepcopy(head.state_dict())
-    for _ in range(epochs):
-        optimiser.zero_grad()
-        loss = _nll(tuned.sigma_output(f_tr), r_tr)
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            v = float(_nll(tuned.sigma_output(f_va), r_va))
-        if v < best:
-            best, best_state = v, copy.deepcopy(head.state_dict())
-    head.load_state_dict(best_state)
+    fit_head_full_batch(head, lambda: _nll(tuned.sigma_output(f_tr), r_tr), lambda: _nll(tuned.sigma_output(f_va), r_va),
+                        epochs=epochs, lr=lr, weight_decay=weight_decay)
 
     # Recalibrate on validation: log sigma' = a + b log sigma, folded into the last layer.
     with torch.no_grad():
