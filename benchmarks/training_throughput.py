@@ -63,7 +63,7 @@ def model_only(model, batches, config) -> float:
     def step(batch):
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss, _, _ = module._errors(batch)
+            loss, _, _, _ = module._errors(batch)
         loss.backward()
         optimizer.step()
 

@@ -41,6 +41,7 @@ from matgl_cgat import CGAT
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import (TARGETS, DataError, default_data_dir, load_dataset, load_splits, nested_subsets,
                              split_from_file, target_info, yardstick_table, yardstick_values)
+from matgl_cgat.metrics import band_gap_metrics
 from matgl_cgat.training import RunFolderMismatch
 from matgl_cgat.workflows import training_history
 
@@ -59,6 +60,11 @@ def main() -> None:
     parser.add_argument("--lr-transfer", type=float, default=3e-4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
+    parser.add_argument("--metal-weight", type=float, default=0.0,
+                        help="gap targets: train a metal gate with the network (TrainConfig.metal_weight); a parent's "
+                             "gate is trained on, a parent without one gets a new one; threshold placed on validation")
+    parser.add_argument("--metal-regression", default="non-metals", choices=["all", "non-metals"],
+                        help="with --metal-weight: the regression learns from every label or from non-metals only")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--name", default=None, help="model name on the saved card (default: the --save folder's name)")
     parser.add_argument("--threads", type=int, default=2)
@@ -131,7 +137,10 @@ def main() -> None:
                                             renormalize=True, epochs=args.epochs,
                                             lr=args.lr_scratch if strategy == "scratch" else args.lr_transfer,
                                             period=args.epochs, batch_size=args.batch_size, out_dir=run_dir,
-                                            seed=seed, precision=args.precision)
+                                            seed=seed, precision=args.precision,
+                                            **({"metal_weight": args.metal_weight,
+                                                "metal_regression": args.metal_regression}
+                                               if args.metal_weight else {}))
                 except RunFolderMismatch as exc:
                     if recorded is None:
                         raise
@@ -146,6 +155,8 @@ def main() -> None:
                        "cpu_seconds": round(time.process_time() - cpu0), "output_min": model.output_min,
                        "test_mae_where_known": {y["column"]: y["mae_model"] for y in
                                                 yardstick_table(args.target, yardstick_data, {"model": pred})}}
+                if getattr(model, "metal_head", None) is not None:
+                    row["test_metal"] = band_gap_metrics(y_test, pred)
                 if seen_by_parent is not None:
                     row.update({f"test_mae_{k}": float(errors[m].mean()) if m.any() else None
                                 for k, m in (("seen", seen_by_parent), ("unseen", ~seen_by_parent))})
@@ -215,6 +226,10 @@ def main() -> None:
                 "not_seen_by_parent": {"n": row["n_unseen"], "mae": row["test_mae_unseen"]},
                 "why": f"{row['n_seen']} of the {len(test)} test crystals are in {parent_name}'s training split; "
                        "expect the unseen figure on new crystals"}
+        if getattr(model, "metal_head", None) is not None:  # trained with the network: how, where, and how well
+            model.metadata["metal_gate"] = {**record["metal_gate"], "metal_below_eV": model.metal_below,
+                                            "test_after": row.get("test_metal"),
+                                            "parent_gate": bool(getattr(parent, "metal_head", None) is not None)}
         model.save(args.save)
         print(f"saved {args.save}")
 

@@ -125,18 +125,94 @@ def fit_metal_gate(model, train, val, *, target=None, hidden: int = 32, epochs: 
                         lambda: _bce(tuned.metal_logit(f_va), metal_va, present_va, pos_weight),
                         epochs=epochs, lr=lr, weight_decay=weight_decay)
 
+    threshold, before, after = _place_threshold(tuned, f_va, p_va, y_va, metal_below)
+    return GateFit(tuned, threshold, before, after, n_labels, n_metals)
+
+
+def _place_threshold(model, features: torch.Tensor, regression: torch.Tensor, labels: torch.Tensor,
+                     metal_below: float) -> tuple[float, dict, dict]:
+    """Set the gate's threshold from validation features, ungated answers and labels (one threshold for
+    every output: their labels are pooled); returns it with the ungated and gated validation metrics of
+    the output with the most labels."""
     with torch.no_grad():
-        logit_va = tuned.metal_logit(f_va).float().numpy()
-    floor = float(tuned.output_min or 0.0)
-    y_np, p_np = y_va.numpy(), p_va.numpy()
-    # one threshold for every output: pool the validation labels of all of them
-    threshold = choose_threshold(logit_va.ravel(), p_np.ravel(), y_np.ravel(), metal_below, floor)
-    tuned.set_metal_threshold(threshold)
-    tuned.metal_below = metal_below
-    tuned._init_args["metal_below"] = metal_below
-    tuned.eval()
+        logits = model.metal_logit(features).float().numpy()
+    floor = float(model.output_min or 0.0)
+    y_np, p_np = labels.numpy(), regression.numpy()
+    threshold = choose_threshold(logits.ravel(), p_np.ravel(), y_np.ravel(), metal_below, floor)
+    model.set_metal_threshold(threshold)
+    model.metal_below = metal_below
+    model._init_args["metal_below"] = metal_below
+    model.eval()
     j = int(np.argmax(np.isfinite(y_np).sum(0)))
     have = np.isfinite(y_np[:, j])
-    gated = np.where(logit_va[have, j] > threshold, floor, p_np[have, j])
-    return GateFit(tuned, threshold, band_gap_metrics(y_np[have, j], p_np[have, j], metal_below),
-                   band_gap_metrics(y_np[have, j], gated, metal_below), n_labels, n_metals)
+    gated = np.where(logits[have, j] > threshold, floor, p_np[have, j])
+    return threshold, band_gap_metrics(y_np[have, j], p_np[have, j], metal_below), \
+        band_gap_metrics(y_np[have, j], gated, metal_below)
+
+
+def _embed_ungated(model, dataset, columns: list[str], batch_size: int):
+    """``embed`` with the regression's own (ungated) answers; the features do not depend on the gate."""
+    head, model.metal_head = model.metal_head, None
+    try:
+        return embed(model, dataset, columns, batch_size)
+    finally:
+        model.metal_head = head
+
+
+def choose_gate_threshold(model, val, *, target=None, metal_below: float = METAL_BELOW,
+                          batch_size: int = 128) -> GateFit:
+    """Place the threshold of a gate trained with its network (``TrainConfig.metal_weight > 0``) on
+    validation crystals, as :func:`fit_metal_gate` does for a gate fitted afterwards; the model is
+    changed in place (only its threshold) and returned in the :class:`GateFit`."""
+    if getattr(model, "metal_head", None) is None:
+        raise ValueError("choosing a gate threshold needs a model with a metal gate (metal_head is None)")
+    columns = label_columns(model, target)
+    f_va, p_va, y_va = _embed_ungated(model, val, columns, batch_size)
+    if int(torch.isfinite(y_va).sum()) < 2:
+        raise ValueError(f"choosing the gate's threshold needs at least 2 validation labels in {columns}")
+    threshold, before, after = _place_threshold(model, f_va, p_va, y_va, metal_below)
+    return GateFit(model, threshold, before, after, 0, 0)
+
+
+def threshold_trade_off(model, dataset, *, target=None, metal_below: float = METAL_BELOW, points: int = 41,
+                        batch_size: int = 128, insulator_from: float = 0.5) -> dict:
+    """The two error rates a user notices along a gated model's threshold, on one dataset.
+
+    A threshold trades insulators called metals against metals given a gap; this measures the whole
+    curve (``points`` thresholds at quantiles of the logits, plus the model's own) for the output
+    with the most labels, and for each rate of insulators called metals in ``(0.02, 0.03, 0.05)``
+    the lowest rate of metals given a gap any threshold reaches with at most that many: whether a
+    pair of bars can be met at all is then read off the curve, not guessed.
+    """
+    if getattr(model, "metal_head", None) is None:
+        raise ValueError("a threshold trade-off needs a model with a metal gate (metal_head is None)")
+    columns = label_columns(model, target)
+    features, regression, labels = _embed_ungated(model, dataset, columns, batch_size)
+    with torch.no_grad():
+        logits = model.metal_logit(features).float().numpy()
+    y_all, p_all = labels.numpy(), regression.numpy()
+    j = int(np.argmax(np.isfinite(y_all).sum(0)))
+    have = np.isfinite(y_all[:, j])
+    y, p, z = y_all[have, j], p_all[have, j], logits[have, j]
+    floor = float(model.output_min or 0.0)
+    thresholds = np.unique(np.concatenate([np.quantile(z, np.linspace(0, 1, points)) - 1e-6,
+                                           [z.max() + 1.0, model.metal_threshold]]))
+    insulator, metal = y >= insulator_from, y < metal_below
+    called, given = [], []
+    for t in thresholds:
+        gated = np.where(z > t, floor, p)
+        called.append(float((gated[insulator] < metal_below).mean()) if insulator.any() else float("nan"))
+        given.append(float((gated[metal] >= metal_below).mean()) if metal.any() else float("nan"))
+    called_a, given_a = np.array(called), np.array(given)
+    best_given = {}
+    for cap in (0.02, 0.03, 0.05):
+        ok = called_a <= cap + 1e-12
+        best_given[f"{cap:g}"] = float(given_a[ok].min()) if ok.any() else None
+    own = int(np.argmin(np.abs(thresholds - model.metal_threshold)))
+    return {"column": columns[j], "n_insulators": int(insulator.sum()), "n_metals": int(metal.sum()),
+            "threshold_logit": [round(float(t), 4) for t in thresholds],
+            "insulators_called_metals": [round(c, 4) for c in called],
+            "metals_given_gap": [round(g, 4) for g in given],
+            "at_model_threshold": {"threshold_logit": float(model.metal_threshold),
+                                   "insulators_called_metals": called[own], "metals_given_gap": given[own]},
+            "lowest_metals_given_gap_with_insulators_called_metals_at_most": best_given}

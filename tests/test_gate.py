@@ -134,3 +134,59 @@ def test_finetune_drops_the_gate(tmp_path):
     tuned = model.finetune(ds.subset(range(24)), ds.subset(range(24, 48)), epochs=1, lr=1e-4, batch_size=12,
                            out_dir=tmp_path / "run", progress=False)
     assert tuned.metal_head is None and model.metal_head is not None
+
+
+def test_joint_training_teaches_the_gate_through_the_network_and_places_its_threshold(tmp_path):
+    ds = _two_class_data(tmp_path)
+    model = make_model(output_min=0.0)
+    model.set_normalization(1.7, 1.7)
+    train, val = ds.subset(range(24)), ds.subset(range(24, 48))
+    tuned = model.finetune(train, val, renormalize=False, epochs=12, lr=1e-2, batch_size=4, seed=0,
+                           out_dir=tmp_path / "joint", progress=False, metal_weight=1.0,
+                           metal_regression="non-metals", metal_hidden=16)
+    assert model.metal_head is None and tuned.metal_head is not None  # the source is untouched
+    record = tuned.metadata["finetune"]["metal_gate"]
+    assert record["threshold_logit"] == tuned.metal_threshold
+    # the cross-entropy was logged and fell while the whole network trained
+    metrics = tuned.fit_result.history
+    losses = [row["train_metal_loss"] for row in metrics if "train_metal_loss" in row]
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0]
+    m = record["val_after"]
+    assert m["metal_accuracy"] >= 0.9 and m["metals_given_gap"] <= 0.1
+    # the saved model keeps the jointly trained gate and its threshold
+    tuned.save(tmp_path / "saved")
+    import matgl
+
+    back = matgl.load_model(tmp_path / "saved")
+    assert back.metal_threshold == pytest.approx(tuned.metal_threshold)
+    np.testing.assert_allclose(back.predict_dataset(val), tuned.predict_dataset(val), rtol=1e-5, atol=1e-6)
+
+
+def test_joint_training_needs_a_gate_and_a_known_regression_mode(tmp_path):
+    from matgl_cgat.training import TrainConfig, TrainingModule
+
+    with pytest.raises(ValueError, match="metal_regression must be"):
+        TrainConfig(metal_weight=1.0, metal_regression="metals")
+    with pytest.raises(ValueError, match="has none: build it with metal_hidden"):
+        TrainingModule(make_model(), TrainConfig(metal_weight=1.0), ["gap"])
+    # without a metal weight the config's record is what it was before the gate could train
+    assert "metal_weight" not in TrainConfig().to_dict()
+    assert TrainConfig(metal_weight=0.5).to_dict()["metal_weight"] == 0.5
+
+
+def test_threshold_trade_off_spans_both_extremes(nacl):
+    from matgl_cgat.gate import threshold_trade_off
+
+    structures = [_rocksalt("Na", "Cl", 5.0 + 0.05 * i) for i in range(6)] + [_fcc("Cu", 3.5 + 0.05 * i) for i in range(6)]
+    ds = load_dataset(structures, "gap", labels=[3.0] * 6 + [0.0] * 6, progress=False, workers=1)
+    model = make_model(output_min=0.0)
+    model.set_normalization(2.0, 0.5)  # the regression answers about 2 eV for everything
+    model.set_metal_gate(4)
+    model.metadata = {"property": "gap"}
+    curve = threshold_trade_off(model, ds)
+    assert curve["n_insulators"] == 6 and curve["n_metals"] == 6
+    called, given = curve["insulators_called_metals"], curve["metals_given_gap"]
+    # the lowest threshold calls everything a metal, the highest nothing
+    assert called[0] == 1.0 and given[0] == 0.0
+    assert called[-1] == 0.0 and given[-1] == 1.0
+    assert curve["lowest_metals_given_gap_with_insulators_called_metals_at_most"]["0.02"] is not None

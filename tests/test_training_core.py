@@ -66,7 +66,7 @@ def test_masked_multi_target_loss_counts_every_present_label():
     model = make_model(ntargets=2)
     model.set_normalization([2.0, 0.3], [1.0, 0.5])
     module = TrainingModule(model, TrainConfig(loss="mse"), ("a", "b"))
-    loss, abs_err, counts = module._errors(batch)
+    loss, abs_err, counts, _ = module._errors(batch)
     with torch.no_grad():
         out = model.forward_normalized(batch.graph)[:, :2]
     target = (batch.labels - model.data_mean) / model.data_std
@@ -78,7 +78,7 @@ def test_masked_multi_target_loss_counts_every_present_label():
     assert float(abs_err[1]) == pytest.approx(float(mae_b), rel=1e-5)
     # a structure without b still moves the a-prediction: the gradient reaches the head from row 1 (b missing)
     only = collate_graphs([data[1]], ("a", "b"))
-    loss_one, _, _ = module._errors(only)
+    loss_one, _, _, _ = module._errors(only)
     loss_one.backward()
     assert torch.isfinite(loss_one) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 

@@ -47,6 +47,16 @@ class TrainConfig:
         allocator: ``"keep"`` (default): glibc serves every block from the heap and keeps freed
             memory for reuse, 1.6-1.8x faster CPU training (see ``_allocator.py``); ``"system"``:
             leave the C library's settings alone.
+        metal_weight: weight of a metal-versus-non-metal cross-entropy on the model's metal gate
+            (``CGAT.metal_head``), trained with the regression through the whole network; 0 (default)
+            trains the regression alone. A gate fitted afterwards on a frozen network can only
+            re-draw the line the regression's representation already has (docs/results.md 10.2);
+            trained jointly, the representation itself learns to separate metals.
+        metal_below: a label below this (target units) is a metal for that cross-entropy.
+        metal_regression: with ``metal_weight > 0``, ``"all"`` (default) fits the regression to every
+            label; ``"non-metals"`` fits it to labels at or above ``metal_below`` only (a hurdle model:
+            the gate says whether, a regression that never learnt to hedge towards 0 says how much).
+            The logged MAE is then the non-metals' MAE.
         progress: progress bar.
     """
 
@@ -70,6 +80,9 @@ class TrainConfig:
     precision: str = "32-true"
     num_workers: int = 0
     allocator: str = "keep"
+    metal_weight: float = 0.0
+    metal_below: float = 0.1
+    metal_regression: str = "all"
     progress: bool = field(default=True, compare=False)
 
     def __post_init__(self):
@@ -89,6 +102,10 @@ class TrainConfig:
             raise ValueError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.allocator not in ("keep", "system"):
             raise ValueError(f"allocator must be 'keep' or 'system', got {self.allocator!r}")
+        if not self.metal_weight >= 0:
+            raise ValueError(f"metal_weight must be >= 0, got {self.metal_weight}")
+        if self.metal_regression not in ("all", "non-metals"):
+            raise ValueError(f"metal_regression must be 'all' or 'non-metals', got {self.metal_regression!r}")
         if self.target_weights is not None:
             object.__setattr__(self, "target_weights", tuple(float(w) for w in self.target_weights))
 
@@ -108,6 +125,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for run folders and model cards)."""
         out = dataclasses.asdict(self)
+        if not self.metal_weight:  # no gate trained: run folders and cards written before these fields match
+            for name in ("metal_weight", "metal_below", "metal_regression"):
+                out.pop(name)
         if out["target_weights"] is not None:
             out["target_weights"] = list(out["target_weights"])
         return out

@@ -10,7 +10,9 @@ number of processes.
 Logged per epoch: ``train_loss``, ``val_loss``; ``train_mae``/``val_mae`` (one target: the MAE in
 the target's units; several: the mean over targets of MAE / std, a unit-free score) and, with
 several targets, ``train_mae_<target>``/``val_mae_<target>`` in each target's units.
-``val_mae`` picks the best epoch.
+``val_mae`` picks the best epoch. With ``TrainConfig.metal_weight > 0`` the model's metal gate
+trains with the regression (a cross-entropy on metal-versus-non-metal, added to the loss with that
+weight) and ``train_metal_loss``/``val_metal_loss`` are logged too.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class TrainingModule(pl.LightningModule):
         weights = config.target_weights or (1.0,) * ntargets
         if len(weights) != ntargets:
             raise ValueError(f"target_weights has {len(weights)} entries for {ntargets} targets {self.targets}")
+        if config.metal_weight > 0 and getattr(model, "metal_head", None) is None:
+            raise ValueError(f"metal_weight={config.metal_weight} trains the model's metal gate, but "
+                             f"{type(model).__name__} has none: build it with metal_hidden=... or call "
+                             "set_metal_gate(hidden) first")
         self.register_buffer("target_weights", torch.tensor(weights, dtype=torch.float32), persistent=False)
         self._sums: dict[str, torch.Tensor] = {}
         self.start_epoch: int | None = None  # set when training starts (> 0 when resumed)
@@ -61,11 +67,18 @@ class TrainingModule(pl.LightningModule):
     def _errors(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, per-target sum of absolute errors in target units, per-target label counts)."""
         model, cfg = self.model, self.config
-        out = model.forward_normalized(batch.graph).float()
+        joint = cfg.metal_weight > 0
+        if joint:  # one pass through the network serves the regression and the gate
+            features = model.represent(batch.graph)
+            out = model.head_output(features).float()
+        else:
+            out = model.forward_normalized(batch.graph).float()
         ntargets = len(self.targets)
         mean, std = model.data_mean, model.data_std
         y = batch.labels
-        present = torch.isfinite(y)
+        labelled = torch.isfinite(y)
+        # a hurdle model's regression never sees a metal's label: the gate answers for those
+        present = labelled & (y >= cfg.metal_below) if joint and cfg.metal_regression == "non-metals" else labelled
         target = torch.where(present, (y - mean) / std, torch.zeros_like(y))
         pred = out[:, :ntargets]
         if getattr(model, "predict_log_sigma", False):
@@ -79,12 +92,19 @@ class TrainingModule(pl.LightningModule):
         has = (counts > 0).float() * self.target_weights
         loss = (per_target * has).sum() / has.sum().clamp(min=1e-12)
         abs_err = torch.where(present, ((pred.detach() - target) * std).abs(), torch.zeros_like(pred))
-        return loss, abs_err.sum(0), counts
+        if not joint:
+            return loss, abs_err.sum(0), counts, None
+        metal = (torch.where(labelled, y, torch.ones_like(y)) < cfg.metal_below).float()
+        bce = F.binary_cross_entropy_with_logits(model.metal_logit(features).float(), metal, reduction="none")
+        metal_loss = torch.where(labelled, bce, torch.zeros_like(bce)).sum() / labelled.sum().clamp(min=1)
+        return loss + cfg.metal_weight * metal_loss, abs_err.sum(0), counts, metal_loss
 
-    def _accumulate(self, stage: str, loss, abs_err, counts, n: int) -> None:
+
+    def _accumulate(self, stage: str, loss, abs_err, counts, n: int, metal_loss=None) -> None:
         sums = self._sums.get(stage)
+        extra = [] if metal_loss is None else [metal_loss.detach().reshape(1) * n]
         row = torch.cat([loss.detach().reshape(1) * n, torch.tensor([float(n)], device=loss.device),
-                         abs_err.detach(), counts.float()])
+                         abs_err.detach(), counts.float(), *extra])
         self._sums[stage] = row if sums is None else sums + row
 
     def _log_epoch(self, stage: str) -> None:
@@ -93,14 +113,17 @@ class TrainingModule(pl.LightningModule):
         if sums is None:
             if not distributed:
                 return
-            sums = torch.zeros(2 + 2 * len(self.targets), device=self.device)  # the reduction needs every rank
+            joint = self.config.metal_weight > 0  # the reduction needs every rank, with the same layout
+            sums = torch.zeros(2 + 2 * len(self.targets) + int(joint), device=self.device)
         if distributed:
             sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
         ntargets = len(self.targets)
         loss = float(sums[0] / sums[1].clamp(min=1))
-        abs_err, counts = sums[2 : 2 + ntargets], sums[2 + ntargets :]
+        abs_err, counts = sums[2 : 2 + ntargets], sums[2 + ntargets : 2 + 2 * ntargets]
         mae = abs_err / counts.clamp(min=1)
         metrics = {f"{stage}_loss": loss}
+        if sums.numel() > 2 + 2 * ntargets:
+            metrics[f"{stage}_metal_loss"] = float(sums[-1] / sums[1].clamp(min=1))
         if ntargets == 1:
             metrics[f"{stage}_mae"] = float(mae[0])
         else:
@@ -114,13 +137,13 @@ class TrainingModule(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False, sync_dist=False, rank_zero_only=False)
 
     def training_step(self, batch: GraphBatch, batch_idx: int):
-        loss, abs_err, counts = self._errors(batch)
-        self._accumulate("train", loss, abs_err, counts, len(batch))
+        loss, abs_err, counts, metal_loss = self._errors(batch)
+        self._accumulate("train", loss, abs_err, counts, len(batch), metal_loss)
         return loss
 
     def validation_step(self, batch: GraphBatch, batch_idx: int):
-        loss, abs_err, counts = self._errors(batch)
-        self._accumulate("val", loss, abs_err, counts, len(batch))
+        loss, abs_err, counts, metal_loss = self._errors(batch)
+        self._accumulate("val", loss, abs_err, counts, len(batch), metal_loss)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -165,7 +165,7 @@ def train_labels(ds, targets) -> np.ndarray:
 
 def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool = True,
              output_min: float | None | str = "auto", config: TrainConfig | None = None,
-             out_dir: str | Path | None = None, overwrite: bool = False, **settings):
+             out_dir: str | Path | None = None, overwrite: bool = False, metal_hidden: int = 64, **settings):
     """Fine-tune a copy of ``model`` on new data; the source model is left untouched.
 
     Args:
@@ -193,6 +193,10 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
         config: training settings (default: the ``cpu-transfer`` recipe).
         out_dir: run folder (resumable; see :func:`matgl_cgat.training.fit`); default: temporary.
         overwrite: discard a previous run in ``out_dir``.
+        metal_hidden: width of the metal gate added when ``metal_weight > 0`` (a setting below) and the
+            model has none; a parent's gate is kept and trained on. The gate's threshold is then placed
+            on ``val`` (:func:`matgl_cgat.gate.choose_gate_threshold`); without ``val`` it stays at
+            logit 0 (probability 0.5), with a warning.
         **settings: :class:`~matgl_cgat.training.TrainConfig` fields overriding ``config``
             (``epochs=20, lr=3e-4, loss="huber", average_last=3, precision="bf16-mixed"``, ...).
 
@@ -205,7 +209,12 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
     tuned.__dict__.pop("source", None)  # where the parent was loaded from; the copy is new
     if getattr(tuned, "sigma_head", None) is not None:  # fitted to the parent's errors, not the copy's
         tuned.set_sigma_head(None)
-    if getattr(tuned, "metal_head", None) is not None:  # reads the parent's representation, not the copy's
+    if config.metal_weight > 0:  # the gate trains with the network: keep the parent's as a start, or add one
+        if getattr(tuned, "metal_head", None) is None:
+            if not hasattr(tuned, "set_metal_gate"):
+                raise ValueError(f"metal_weight={config.metal_weight}: {type(model).__name__} has no metal gate")
+            tuned.set_metal_gate(metal_hidden)
+    elif getattr(tuned, "metal_head", None) is not None:  # reads the parent's representation, not the copy's
         tuned.set_metal_gate(None)
     train_ds = _as_dataset(train, tuned, config.progress, "train")
     val_ds = _as_dataset(val, tuned, config.progress, "val")
@@ -286,6 +295,18 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
             # the other fidelities keep what they were trained on: their domain is the union
             domain = TrainingDomain.from_dict(parent_meta["domain"]).merged(domain)
         tuned.metadata["domain"] = domain.to_dict()
+    if config.metal_weight > 0:
+        if val_ds is not None:
+            from matgl_cgat.gate import choose_gate_threshold
+
+            gate = choose_gate_threshold(tuned, val_ds, target=list(targets), metal_below=config.metal_below)
+            record.update(metal_gate={"trained": f"with the network (metal_weight {config.metal_weight:g}, "
+                                                 f"regression on {config.metal_regression} labels)",
+                                      "threshold_logit": gate.threshold, "val_before": gate.val_before,
+                                      "val_after": gate.val_after})
+        else:
+            warnings.warn("finetune: no validation set to place the metal gate's threshold; it stays at logit 0",
+                          stacklevel=2)
     tuned.finetune_report = report
     tuned.fit_result = result
     return tuned
