@@ -92,13 +92,13 @@ class SigmaFit:
 
 def _frozen_pass(model, dataset, batch_size: int, step) -> list:
     """``step(model, batched graph)`` over a dataset in order, in eval mode without gradients."""
-    import dgl
+    from matgl_cgat.graph import batch_graphs
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return [step(model, dgl.batch([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]))
+            return [step(model, batch_graphs([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]))
                     for start in range(0, len(dataset), batch_size)]
     finally:
         model.train(was_training)

@@ -90,12 +90,86 @@ def test_roost_handles_unary_and_uses_fractions():
     counts = torch.tensor([1, 2, 5])
     comp = composition_graph(types, counts, 103)
     vectors = torch.randn(103, 200)[comp.element_type]
-    out = ctx(comp.graph, vectors, comp.fraction, comp.num_elements)
+    out = ctx(comp.src, comp.dst, vectors, comp.fraction, comp.num_elements)
     assert out.shape == (3, 8) and torch.all(torch.isfinite(out))
     assert not torch.allclose(out[1], out[2])  # same elements, different fractions
     # unary crystals alone (no element edges at all)
     comp1 = composition_graph(torch.tensor([25, 25]), torch.tensor([1, 1]), 103)
-    assert comp1.graph.num_edges() == 0
-    out1 = ctx(comp1.graph, vectors[:1].expand(2, -1), comp1.fraction, comp1.num_elements)
+    assert comp1.src.numel() == 0 and comp1.dst.numel() == 0
+    out1 = ctx(comp1.src, comp1.dst, vectors[:1].expand(2, -1), comp1.fraction, comp1.num_elements)
     torch.testing.assert_close(out1[0], out1[1])
     torch.testing.assert_close(out1[0], out[0])
+
+
+def test_group_softmax_and_sum_match_a_loop_over_groups():
+    from matgl_cgat.layers._segment import group_index, group_softmax, group_sum, neighbour_softmax_sum
+
+    torch.manual_seed(0)
+    sizes = torch.tensor([3, 1, 0, 4])  # an empty group too
+    group = group_index(sizes)
+    x = torch.randn(int(sizes.sum()), 2, 5) * 30  # large logits: the per-group maximum keeps exp finite
+    v = torch.randn(int(sizes.sum()), 2, 5)
+    alpha = group_softmax(x, group, len(sizes))
+    pooled = group_sum(alpha * v, group, len(sizes))
+    start = 0
+    for j, n in enumerate(sizes.tolist()):
+        rows = slice(start, start + n)
+        if n:
+            torch.testing.assert_close(alpha[rows], torch.softmax(x[rows], 0))
+            torch.testing.assert_close(pooled[j], (torch.softmax(x[rows], 0) * v[rows]).sum(0))
+        else:
+            assert torch.all(pooled[j] == 0)
+        start += n
+    # k edges per receiver, receiver by receiver: the same as the grouped form with equal groups
+    k = 4
+    logits, values = torch.randn(3 * k, 2, 5), torch.randn(3 * k, 2, 5)
+    dense = neighbour_softmax_sum(logits, values, k)
+    grouped = group_sum(group_softmax(logits, group_index(torch.full((3,), k)), 3) * values,
+                        group_index(torch.full((3,), k)), 3)
+    torch.testing.assert_close(dense, grouped)
+    with pytest.raises(ValueError, match="not 5 per receiving atom"):
+        neighbour_softmax_sum(logits, values, 5)
+
+
+def test_atom_graph_tensors_refuse_reordered_edges(nacl):
+    import dgl
+
+    from matgl_cgat.graph import AtomGraphTensors, CGATGraphConverter, atom_graph_tensors
+
+    g = CGATGraphConverter().get_graph(nacl)[0]
+    x = atom_graph_tensors(dgl.batch([g, g]))
+    n = g.num_nodes()
+    assert isinstance(x, AtomGraphTensors) and x.num_neighbors == 24 and x.num_atoms.tolist() == [n, n]
+    assert torch.equal(x.dst, torch.arange(2 * n).repeat_interleave(24))
+    src, dst = g.edges()
+    order = torch.randperm(len(src), generator=torch.Generator().manual_seed(0))
+    shuffled = dgl.graph((src[order], dst[order]), num_nodes=g.num_nodes())
+    shuffled.ndata["node_type"] = g.ndata["node_type"]
+    shuffled.edata["rank"] = g.edata["rank"][order]
+    with pytest.raises(ValueError, match="not stored receiver by receiver"):
+        atom_graph_tensors(shuffled)
+    with pytest.raises(TypeError, match="got str"):
+        atom_graph_tensors("graph")
+
+
+def test_the_model_core_imports_no_graph_library_and_predicts_from_plain_tensors(nacl, copper):
+    """layers/ and models/ compute from tensors: no DGL or PyG import, the same answer without the graph."""
+    import ast
+    from pathlib import Path
+
+    import dgl
+
+    import matgl_cgat
+    from matgl_cgat.graph import CGATGraphConverter, atom_graph_tensors
+    from tests.conftest import make_model
+
+    root = Path(matgl_cgat.__file__).parent
+    for path in [*(root / "layers").glob("*.py"), *(root / "models").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("dgl", "torch_geometric") for n in names), (path.name, names)
+    model = make_model().eval()
+    g = dgl.batch([CGATGraphConverter().get_graph(s)[0] for s in (nacl, copper)])
+    with torch.no_grad():
+        torch.testing.assert_close(model(atom_graph_tensors(g)), model(g), rtol=0, atol=0)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import dgl
 import torch
 
 
 class CompositionGraph(NamedTuple):
     """Element nodes of a batch of crystals, in crystal order (contiguous per crystal)."""
 
-    graph: dgl.DGLGraph  # fully connected per crystal, edges src -> dst
+    src: torch.Tensor  # (P,) int64: fully connected per crystal, pairs src -> dst, grouped by dst
+    dst: torch.Tensor  # (P,) int64
     element_type: torch.Tensor  # (M,) index into ELEMENTS
     fraction: torch.Tensor  # (M,) atomic fraction of the element in its crystal
     num_elements: torch.Tensor  # (B,) element nodes per crystal
@@ -47,7 +47,4 @@ def composition_graph(node_type: torch.Tensor, batch_num_nodes: torch.Tensor, nu
     keep = a != b
     src = (elem_start[pair_crystal] + b)[keep]
     dst = (elem_start[pair_crystal] + a)[keep]
-    g = dgl.graph((src, dst), num_nodes=len(keys))
-    g.set_batch_num_nodes(num_elements)
-    g.set_batch_num_edges(num_elements * (num_elements - 1))
-    return CompositionGraph(g, element_type, fraction, num_elements)
+    return CompositionGraph(src, dst, element_type, fraction, num_elements)

@@ -5,21 +5,24 @@ MLP gives one logit per channel and a message MLP gives the message. Logits are 
 incoming edges of i separately per head and channel ("vector attention"), messages are summed with
 those weights and averaged over heads. The atom update is residual through a hypernetwork (HFCNN)
 conditioned on the initial embedding (first step) or on a learned mix of it and the aggregate.
+
+Every atom receives exactly ``k`` edges, stored receiver by receiver, so the softmax over incoming
+edges and the sum of messages are dense reshapes (:func:`~matgl_cgat.layers.neighbour_softmax_sum`):
+the step is plain torch, whichever graph library built the batch.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import dgl
 import torch
-from dgl.ops import copy_e_sum, edge_softmax
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ._edge_mlp import edge_mlp
 from ._hypernetwork import HyperNetwork
 from ._mlp import hidden_width
+from ._segment import neighbour_softmax_sum
 
 
 class EdgePairMLP(nn.Module):
@@ -95,14 +98,13 @@ class CGATBlock(nn.Module):
         elif self.edge_update == "attention":
             self.edge_attention = EdgePairMLP(dim, edge_dim, hidden, edge_dim, 2 * heads, slope)
 
-    def _aggregate(self, g, h, e, src, dst, edge_index) -> torch.Tensor:
+    def _aggregate(self, h, e, src, dst, edge_index) -> torch.Tensor:
         """Vector attention over the incoming edges of every atom, averaged over heads: (N, dim)."""
         logits, messages = self.attention(h, e, src, dst, edge_index, self.heads)
-        return copy_e_sum(g, edge_softmax(g, logits) * messages).mean(1)
+        return neighbour_softmax_sum(logits, messages, src.shape[0] // h.shape[0]).mean(1)
 
     def forward(
         self,
-        g: dgl.DGLGraph,
         src: torch.Tensor,
         dst: torch.Tensor,
         h: torch.Tensor,
@@ -113,7 +115,8 @@ class CGATBlock(nn.Module):
         """Update atoms and edges.
 
         Args:
-            g: (batched) atom graph; src, dst: its edges as int64.
+            src, dst: (E,) int64 sending and receiving atom of every edge, edges grouped by receiver
+                with the same number per atom (``dst`` is ``arange(N)`` repeated ``k`` times).
             h: (N, dim) atom states; h0: (N, dim) initial embeddings.
             e: edge states: (R, edge_dim) per rank with ``edge_index`` (E,), or (E, edge_dim) per edge.
 
@@ -121,9 +124,9 @@ class CGATBlock(nn.Module):
             (h, e, edge_index) after the step.
         """
         if self.recompute_attention and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
-            agg = checkpoint(self._aggregate, g, h, e, src, dst, edge_index, use_reentrant=False)
+            agg = checkpoint(self._aggregate, h, e, src, dst, edge_index, use_reentrant=False)
         else:
-            agg = self._aggregate(g, h, e, src, dst, edge_index)
+            agg = self._aggregate(h, e, src, dst, edge_index)
         if self.first:
             cond = h0
         else:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from dgl.ops import segment_reduce, segment_softmax
 from torch import nn
 
 from ._mlp import GroupedMLP, hidden_width
+from ._segment import group_index, group_softmax, group_sum
 
 
 class AttentionReadout(nn.Module):
@@ -24,9 +24,10 @@ class AttentionReadout(nn.Module):
         self.out_dim = heads * dim
 
     def forward(self, h: torch.Tensor, context: torch.Tensor, num_nodes: torch.Tensor) -> torch.Tensor:
-        ctx = torch.repeat_interleave(context, num_nodes, dim=0)
-        alpha = segment_softmax(num_nodes, self.attention(torch.cat([h, ctx], dim=-1)))
-        return segment_reduce(num_nodes, alpha * self.value(h), "sum").flatten(1)
+        crystal = group_index(num_nodes)
+        alpha = group_softmax(self.attention(torch.cat([h, context.index_select(0, crystal)], dim=-1)), crystal,
+                              len(num_nodes))
+        return group_sum(alpha * self.value(h), crystal, len(num_nodes)).flatten(1)
 
 
 class ResidualHead(nn.Module):

@@ -9,13 +9,12 @@ edges: its message steps leave the element node unchanged instead of failing.
 
 from __future__ import annotations
 
-import dgl
 import torch
-from dgl.ops import copy_e_sum, edge_softmax, segment_reduce, segment_softmax
 from torch import nn
 
 from ._embedding import MATSCHOLAR_DIM
 from ._mlp import GroupedMLP
+from ._segment import group_index, group_softmax, group_sum
 
 
 def _weighted_logits(logits: torch.Tensor, fraction: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
@@ -32,14 +31,14 @@ class RoostMessage(nn.Module):
         self.message = GroupedMLP(2 * dim, hidden, dim, heads)
         self.power = nn.Parameter(torch.ones(heads))
 
-    def forward(self, g: dgl.DGLGraph, h: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
-        if g.num_edges() == 0:  # all crystals unary
+    def forward(self, src: torch.Tensor, dst: torch.Tensor, h: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        """Args: (P,) int64 element pairs src -> dst, (M, dim) element states, (M,) fractions."""
+        if src.numel() == 0:  # all crystals unary
             return h
-        src, dst = g.edges()
         z = torch.cat([h[dst], h[src]], dim=-1)
-        logits = _weighted_logits(self.gate(z), fraction[src.long()], self.power)
-        alpha = edge_softmax(g, logits)
-        agg = copy_e_sum(g, alpha * self.message(z))  # (M, heads, dim), zero for unary crystals
+        logits = _weighted_logits(self.gate(z), fraction[src], self.power)
+        alpha = group_softmax(logits, dst, len(h))
+        agg = group_sum(alpha * self.message(z), dst, len(h))  # (M, heads, dim), zero for unary crystals
         return h + agg.mean(1)
 
 
@@ -54,11 +53,14 @@ class RoostContext(nn.Module):
         self.pool_message = GroupedMLP(dim, hidden, dim, pool_heads)
         self.pool_power = nn.Parameter(torch.ones(pool_heads))
 
-    def forward(self, g: dgl.DGLGraph, vectors: torch.Tensor, fraction: torch.Tensor, num_elements: torch.Tensor):
-        """Args: element graph, (M, 200) Matscholar vectors, (M,) fractions, (B,) elements per crystal."""
+    def forward(self, src: torch.Tensor, dst: torch.Tensor, vectors: torch.Tensor, fraction: torch.Tensor,
+                num_elements: torch.Tensor):
+        """Args: (P,) element pairs src -> dst of the fully connected element graph, (M, 200) Matscholar
+        vectors, (M,) fractions, (B,) elements per crystal."""
         h = torch.cat([self.embed(vectors), fraction.unsqueeze(-1)], dim=-1)
         for step in self.steps:
-            h = step(g, h, fraction)
+            h = step(src, dst, h, fraction)
         logits = _weighted_logits(self.pool_gate(h), fraction, self.pool_power)
-        alpha = segment_softmax(num_elements, logits)
-        return segment_reduce(num_elements, alpha * self.pool_message(h), "sum").mean(1)
+        crystal = group_index(num_elements)
+        alpha = group_softmax(logits, crystal, len(num_elements))
+        return group_sum(alpha * self.pool_message(h), crystal, len(num_elements)).mean(1)

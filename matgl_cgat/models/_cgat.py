@@ -2,7 +2,8 @@
 
 Schmidt, Pettersson, Verdozzi, Botti & Marques, "Crystal graph attention networks for the prediction
 of stable materials", Sci. Adv. 7, eabi7948 (2021). Implemented from the paper and the facts of the
-reference (PyTorch Geometric) code as run, on DGL: Matscholar element inputs, shell-rank edges,
+reference (PyTorch Geometric) code as run, in plain torch (graph libraries stay in
+``matgl_cgat.graph``'s adapters): Matscholar element inputs, shell-rank edges,
 multi-head vector attention with per-channel edge softmax, hypernetwork atom updates, a Roost
 composition context, attention readout and a residual ReZero output network.
 """
@@ -19,7 +20,15 @@ import torch
 from matgl.models._core import MatGLModel
 from torch import nn
 
-from matgl_cgat.graph import DEFAULT_TOLERANCE, ELEMENTS, CGATGraphConverter, composition_graph
+from matgl_cgat.graph import (
+    DEFAULT_TOLERANCE,
+    ELEMENTS,
+    AtomGraphTensors,
+    CGATGraphConverter,
+    atom_graph_tensors,
+    batch_graphs,
+    composition_graph,
+)
 from matgl_cgat.layers import (
     AttentionReadout,
     CGATBlock,
@@ -31,8 +40,10 @@ from matgl_cgat.layers import (
 )
 
 if TYPE_CHECKING:
-    import dgl
     from matgl.graph.converters import GraphConverter
+
+#: What the model takes: a batched graph of any supported library (a DGL graph on MatGL 1.x) or its tensors.
+AtomGraph = AtomGraphTensors | object
 
 #: Named configurations. "paper" is the reference as run (about 62 M parameters, 44 M of them in the
 #: hypernetworks); "small" is sized to train on 2 CPU cores (figures in benchmarks/RESULTS.md).
@@ -70,7 +81,7 @@ PRESETS: dict[str, dict] = {
 
 
 class CGAT(MatGLModel):
-    """Crystal graph attention network (DGL). Predicts intensive per-crystal properties.
+    """Crystal graph attention network. Predicts intensive per-crystal properties.
 
     ``forward`` returns predictions in the target's units: the network works on targets normalised by
     the stored ``data_mean``/``data_std`` (set them from the training set, see
@@ -264,33 +275,34 @@ class CGAT(MatGLModel):
             return self.metal_head(features)
         return self.metal_head(condition_on_fidelities(features, self.fidelity_film))[..., 0]
 
-    def metal_probability(self, g: dgl.DGLGraph) -> torch.Tensor:
+    def metal_probability(self, g: AtomGraph) -> torch.Tensor:
         """(B, ntargets) probability that each crystal is a metal (gap below ``metal_below``), per output."""
         return torch.sigmoid(self.metal_logit(self.represent(g)).float())
 
-    def is_metal(self, g: dgl.DGLGraph) -> torch.Tensor:
+    def is_metal(self, g: AtomGraph) -> torch.Tensor:
         """(B, ntargets) booleans: the gate's decision (logit above ``metal_threshold``)."""
         return self.metal_logit(self.represent(g)).float() > self.metal_threshold
 
-    def represent(self, g: dgl.DGLGraph) -> torch.Tensor:
+    def represent(self, g: AtomGraph) -> torch.Tensor:
         """Pooled crystal representation (B, readout width): the input of the output network and of the
-        uncertainty head."""
-        node_type = g.ndata["node_type"].long()
-        num_nodes = g.batch_num_nodes()
-        rank = g.edata["rank"].long()
+        uncertainty head. ``g``: a batch of graphs from :class:`CGATGraphConverter` (DGL) or its
+        :class:`~matgl_cgat.graph.AtomGraphTensors`; everything below is plain torch."""
+        x = atom_graph_tensors(g)
+        rank = x.rank
         if rank.numel() and (int(rank.max()) > self.num_neighbors or int(rank.min()) < 1):
             raise ValueError(
                 f"edge ranks span {int(rank.min())}..{int(rank.max())} but this model embeds 1..{self.num_neighbors}: "
                 "build graphs with CGATGraphConverter(num_neighbors=model.num_neighbors)"
             )
-        src, dst = (t.long() for t in g.edges())
-        h0 = self.embedding(node_type)
+        src, dst = x.src, x.dst
+        h0 = self.embedding(x.node_type)
         h, e, edge_index = h0, self.edge_embedding.weight, rank - 1
         for block in self.blocks:
-            h, e, edge_index = block(g, src, dst, h, h0, e, edge_index)
-        comp = composition_graph(node_type, num_nodes, len(ELEMENTS))
-        context = self.context(comp.graph, self.embedding.table[comp.element_type], comp.fraction, comp.num_elements)
-        return self.readout(h, context, num_nodes)
+            h, e, edge_index = block(src, dst, h, h0, e, edge_index)
+        comp = composition_graph(x.node_type, x.num_atoms, len(ELEMENTS))
+        context = self.context(comp.src, comp.dst, self.embedding.table[comp.element_type], comp.fraction,
+                               comp.num_elements)
+        return self.readout(h, context, x.num_atoms)
 
     def head_output(self, features: torch.Tensor) -> torch.Tensor:
         """Output network on pooled representations: (B, ntargets) normalised means, then log sigmas."""
@@ -314,7 +326,7 @@ class CGAT(MatGLModel):
             raise ValueError(f"unknown fidelity {fidelity!r}; this model knows {list(self.fidelities)}")
         return names.index(str(fidelity).lower())
 
-    def forward_normalized(self, g: dgl.DGLGraph) -> torch.Tensor:
+    def forward_normalized(self, g: AtomGraph) -> torch.Tensor:
         """Raw network output for a (batched) graph: (B, ntargets) normalised means, then log sigmas."""
         return self.head_output(self.represent(g))
 
@@ -334,9 +346,9 @@ class CGAT(MatGLModel):
 
     def forward(
         self,
-        g: dgl.DGLGraph,
+        g: AtomGraph,
         state_attr: torch.Tensor | None = None,
-        l_g: dgl.DGLGraph | None = None,
+        l_g: object | None = None,
         return_log_sigma: bool = False,
         return_sigma: bool = False,
         **kwargs,
@@ -344,7 +356,8 @@ class CGAT(MatGLModel):
         """Predict for a batch of graphs from :class:`CGATGraphConverter`.
 
         Args:
-            g: (batched) DGL graph.
+            g: a batch of graphs from :class:`CGATGraphConverter` (a DGL graph on MatGL 1.x) or its
+                :class:`~matgl_cgat.graph.AtomGraphTensors`.
             state_attr: unused (CGAT has no global state input); accepted for MatGL's training loop.
             l_g: unused; accepted for MatGL's signature.
             return_log_sigma: also return log(sigma) in the target's units (needs ``predict_log_sigma``).
@@ -364,7 +377,7 @@ class CGAT(MatGLModel):
         out = self.forward_normalized(g)
         return torch.squeeze(self.denormalize(out)), torch.squeeze(out[:, self.ntargets :] + torch.log(self.data_std))
 
-    def outputs(self, g: dgl.DGLGraph, return_sigma: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def outputs(self, g: AtomGraph, return_sigma: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(prediction, sigma)`` as (B, ntargets) tensors in target units, never squeezed (sigma None
         unless ``return_sigma``): for callers that pick columns, e.g. one fidelity."""
         if return_sigma and self.sigma_head is None:
@@ -378,8 +391,6 @@ class CGAT(MatGLModel):
 
     def predict_dataset(self, dataset, batch_size: int = 128) -> np.ndarray:
         """Predictions (target units) for every item of a dataset of MatGL ``(graph, ...)`` items, in order."""
-        import dgl
-
         was_training = self.training
         self.eval()
         out = []
@@ -387,7 +398,7 @@ class CGAT(MatGLModel):
             with torch.no_grad():
                 for start in range(0, len(dataset), batch_size):
                     graphs = [dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]
-                    out.append(self(dgl.batch(graphs).to(self.data_mean.device)).reshape(len(graphs), -1))
+                    out.append(self(batch_graphs(graphs).to(self.data_mean.device)).reshape(len(graphs), -1))
         finally:
             self.train(was_training)
         pred = torch.cat(out).cpu().numpy() if out else np.zeros((0, self.ntargets))

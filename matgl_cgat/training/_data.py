@@ -18,18 +18,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
-import dgl
 import lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from matgl_cgat.graph import batch_graphs
 
 
 @dataclass
 class GraphBatch:
     """A training batch: batched graph and ``(B, T)`` labels (NaN = missing)."""
 
-    graph: dgl.DGLGraph
+    graph: Any  # the batched graph of the stack's graph library (or AtomGraphTensors)
     labels: torch.Tensor
 
     def to(self, device) -> GraphBatch:
@@ -59,7 +61,7 @@ def collate_graphs(items: Sequence[tuple], targets: Sequence[str]) -> GraphBatch
     for item in items:
         labels = item[3]
         rows.append([float(labels[t]) if t in labels else float("nan") for t in targets])
-    return GraphBatch(dgl.batch(graphs), torch.tensor(rows, dtype=torch.float32))
+    return GraphBatch(batch_graphs(graphs), torch.tensor(rows, dtype=torch.float32))
 
 
 class _ValidationShard(Sampler):

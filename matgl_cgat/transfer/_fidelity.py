@@ -25,14 +25,13 @@ _CARRIED = ("units", "preset", "label_columns", "fidelities")
 
 def _rebuild(source, fidelities: Sequence[str], means: Sequence[float], stds: Sequence[float],
              films: Mapping[str, torch.Tensor], columns: Mapping[str, str] | None = None):
-    from matgl_cgat.models import CGAT
-
-    if not isinstance(source, CGAT):
+    # the source's own class rebuilds it (transfer/ never imports models/: models call transfer, not back)
+    if not (hasattr(source, "fidelity_film") and hasattr(source, "_init_args")):
         raise TypeError(f"multi-fidelity models are CGATs, got {type(source).__name__}")
     args = {k: v for k, v in source._init_args.items() if not k.startswith("@")}
     args.update(fidelities=tuple(fidelities), ntargets=len(fidelities), data_mean=list(means), data_std=list(stds),
                 sigma_hidden=None, metal_hidden=None)
-    model = CGAT(**args)
+    model = type(source)(**args)
     state = {k: v for k, v in source.state_dict().items()
              if not k.startswith(("sigma_head.", "metal_head.", "fidelity_film.", "data_mean", "data_std"))}
     missing, unexpected = model.load_state_dict(state, strict=False)
