@@ -131,3 +131,18 @@ def test_beyond_pbe_energy_cards_state_parent_yardsticks_and_meet_the_bar(name, 
         assert r2scan["n"] == 68 and r2scan["mae_this_model"] < r2scan["mae"]
         assert card["test_mae"] < r2scan["mae"]
     assert card["test_mae_split_by_parent_overlap"]["not_seen_by_parent"]["n"] > 0
+
+
+def test_measured_gap_card_states_parents_yardsticks_and_meets_the_bar():
+    """CGAT-Exp-BandGap: chosen among three parents on validation, below HSE06's own error against the
+    same measurements on the 31 test crystals, and plain about deciding no metal."""
+    card = json.loads((_HERE / "CGAT-Exp-BandGap" / "model.json").read_text())["metadata"]
+    assert card["property"] == "gap_exp" and card["units"] == "eV" and "measured" in card["meaning"]
+    choice = card["parent_choice"]
+    assert len(choice["parents"]) == 3 and choice["chosen"] == card["parent"]
+    best = min(choice["parents"], key=lambda p: choice["parents"][p]["val_mae_mean"])
+    assert card["parent"] == best.split(" ")[0]  # the lowest validation MAE, not the test score
+    yard = {r["column"]: r for r in card["test_yardsticks"]}
+    assert yard["gap_hse06_b"]["n"] == 31 and card["test_mae"] < yard["gap_hse06_b"]["mae"]
+    assert "metal_decision" in card and "measured gaps" in card["uncertainty_meaning"]
+    assert card["test_mae_split_by_parent_overlap"]["not_seen_by_parent"]["n"] > 0
