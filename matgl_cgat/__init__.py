@@ -12,6 +12,11 @@ import os
 os.environ.setdefault("DGLBACKEND", "pytorch")
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from importlib.util import find_spec  # noqa: E402
+
+if find_spec("matgl") is None:  # the stack comes with an extra: say which, instead of a bare ImportError
+    raise ImportError('matgl-cgat needs MatGL: install "matgl-cgat[dgl]" (MatGL 1.3 on DGL) or '
+                      '"matgl-cgat[pyg]" (MatGL 4.1 or newer on PyTorch Geometric)')
 
 from matgl_cgat.graph import ELEMENTS, CGATGraphConverter  # noqa: E402
 from matgl_cgat.models import CGAT, PRESETS  # noqa: E402

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from matgl_cgat import __version__
+from matgl_cgat.graph import stack_description
+
 
 def _quickstart(args: argparse.Namespace) -> int:
     from matgl_cgat.quickstart import run_quickstart
@@ -88,6 +91,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"wrote {len(rows)} predictions to {args.out}")
     else:
         print(format_rows(rows, models, args.format or "table"))
+        if (args.format or "table") == "table":
+            print(f"(stack: {stack_description()})")
     for where, why in skipped:
         print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
     if skipped:
@@ -412,6 +417,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgl-cgat", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mgl-cgat {__version__} ({stack_description()})")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quickstart", help="train a small CGAT on shared PBE formation energies, save, reload, predict")
     q.add_argument("--data", default=None, help="folder with mp_gap.jsonl.gz and splits.json "

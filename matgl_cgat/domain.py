@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from matgl_cgat.graph import ELEMENTS, SHORT_FRACTION, Contact, as_checked_structure, nearest_neighbor_shells
+from matgl_cgat.graph import ELEMENTS, SHORT_FRACTION, Contact, as_checked_structure, graph_fields, nearest_neighbor_shells
 from matgl_cgat.graph._checks import check_contacts
 
 #: Elements in fewer training structures than this are flagged.
@@ -74,8 +74,9 @@ class TrainingDomain:
         types, volumes = [], []
         for i in range(len(dataset)):
             g, lattice = dataset[i][:2]
-            types.append(g.ndata["node_type"].numpy())
-            volumes.append(abs(float(np.linalg.det(np.asarray(lattice, dtype=float).reshape(3, 3)))) / g.num_nodes())
+            node_type = graph_fields(g)["node_type"].numpy()
+            types.append(node_type)
+            volumes.append(abs(float(np.linalg.det(np.asarray(lattice, dtype=float).reshape(3, 3)))) / len(node_type))
         return cls.from_graphs(types, volumes, source)
 
     @classmethod

@@ -93,3 +93,13 @@ def shared_data():
     if path is None:
         pytest.skip("shared data ../shared/data/mp_gap not found (set MATGL_CGAT_DATA to its folder)")
     return path
+
+
+def fields(g) -> dict:
+    """One graph's tensors (src, dst, node_type, rank, pbc_offset, frac_coords) on either graph library."""
+    from matgl_cgat.graph import graph_fields
+
+    out = dict(graph_fields(g))
+    n = len(out["node_type"])
+    out["dst"] = torch.arange(n).repeat_interleave(len(out["src"]) // n)
+    return out

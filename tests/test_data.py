@@ -19,7 +19,7 @@ import matgl_cgat.data._dataset as dataset_module
 from matgl_cgat import CGATGraphConverter
 from matgl_cgat.data import DataError, load_dataset, nested_subsets, random_split, split_from_file
 
-from .conftest import random_structure
+from .conftest import fields, random_structure
 
 
 def structures(n: int) -> list[Structure]:
@@ -56,7 +56,7 @@ def test_jsonl_gz_loads_with_ids_labels_and_graphs(jsonl, tmp_path):
     np.testing.assert_allclose(ds.labels["e_form"], [-0.1 * i for i in range(6)])
     g, lat, state, label = ds[3]
     ref, ref_lat, _ = CGATGraphConverter().get_graph(structures(6)[3])
-    assert torch.equal(g.edata["rank"], ref.edata["rank"]) and torch.equal(g.edges()[0], ref.edges()[0])
+    assert torch.equal(fields(g)["rank"], fields(ref)["rank"]) and torch.equal(fields(g)["src"], fields(ref)["src"])
     torch.testing.assert_close(lat, ref_lat)
     assert label == {"e_form": pytest.approx(-0.3)} and state.shape == (2,)
 
@@ -136,7 +136,7 @@ def test_python_structures_and_atoms(tmp_path):
     atoms = [AseAtomsAdaptor.get_atoms(s) for s in ss]
     ds2 = load_dataset(atoms, ["a", "b"], labels={"a": [1, 2, 3, 4], "b": [5, 6, 7, 8]}, ids=list("pqrs"),
                        progress=False)
-    assert ds2.ids == list("pqrs") and torch.equal(ds2[2][0].edata["rank"], ds[2][0].edata["rank"])
+    assert ds2.ids == list("pqrs") and torch.equal(fields(ds2[2][0])["rank"], fields(ds[2][0])["rank"])
     with pytest.raises(ValueError, match="3 labels"):
         load_dataset(ss, "y", labels=[1, 2, 3], progress=False)
 
@@ -240,7 +240,7 @@ def test_second_load_reuses_cache_and_settings_key_it(jsonl, tmp_path, monkeypat
 
     monkeypatch.setattr(dataset_module, "_convert_shard", fail)
     again = load_dataset(jsonl, "e_form", cache_dir=cache, workers=1, progress=False)
-    assert again.ids == first.ids and torch.equal(again[5][0].edata["rank"], first[5][0].edata["rank"])
+    assert again.ids == first.ids and torch.equal(fields(again[5][0])["rank"], fields(first[5][0])["rank"])
     # any converter setting or reader setting changes the key: no stale reuse
     for kwargs in ({"converter": CGATGraphConverter(tolerance=0.05)}, {"converter": CGATGraphConverter(num_neighbors=12)},
                    {"target": "gap"}):
@@ -315,7 +315,7 @@ def test_parallel_conversion_matches_serial(tmp_path):
     parallel = load_dataset(path, "e_form", workers=2, shard_size=3, progress=False)
     assert parallel.ids == serial.ids
     for i in range(len(serial)):
-        assert torch.equal(parallel[i][0].edata["rank"], serial[i][0].edata["rank"])
+        assert torch.equal(fields(parallel[i][0])["rank"], fields(serial[i][0])["rank"])
     bad = records(8)
     bad[6]["structure"] = {"oops": 1}
     write_jsonl(tmp_path / "bad.jsonl", bad)

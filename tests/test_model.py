@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dgl
 import numpy as np
 import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from matgl_cgat.graph import batch_graphs
 from matgl_cgat import CGAT, CGATGraphConverter
 
 from .conftest import TINY, make_model, random_structure
@@ -65,7 +65,7 @@ def test_batch_equals_one_at_a_time(tiny_model, nacl, copper):
     conv = CGATGraphConverter()
     graphs = [conv.get_graph(s)[0] for s in structures]
     with torch.no_grad():
-        batched = tiny_model(dgl.batch(graphs))
+        batched = tiny_model(batch_graphs(graphs))
         single = torch.stack([tiny_model(g) for g in graphs])
     assert batched.shape == (4,)
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
@@ -77,7 +77,7 @@ def test_unary_and_sparse_structures(tiny_model, copper):
         value = predict(tiny_model, s)
         assert np.isfinite(value)
     with torch.no_grad():  # a batch made only of unary crystals has an element graph with no edges
-        out = tiny_model(dgl.batch([CGATGraphConverter().get_graph(s)[0] for s in (copper, lone)]))
+        out = tiny_model(batch_graphs([CGATGraphConverter().get_graph(s)[0] for s in (copper, lone)]))
     assert torch.all(torch.isfinite(out))
 
 
@@ -86,7 +86,7 @@ def test_gradients_reach_every_trainable_parameter(edge_update, nacl):
     model = make_model(edge_update=edge_update, predict_log_sigma=True).train()
     # random structures have all 24 shell ranks, so every edge embedding row is used
     graphs = [CGATGraphConverter().get_graph(s)[0] for s in (random_structure(0, n=6), nacl, random_structure(3, n=4))]
-    pred, log_sigma = model(dgl.batch(graphs), return_log_sigma=True)
+    pred, log_sigma = model(batch_graphs(graphs), return_log_sigma=True)
     (pred.sum() + log_sigma.sum()).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert no_grad == []
@@ -122,7 +122,7 @@ def test_normalisation_is_applied_and_saved():
 
 def test_log_sigma_output_in_target_units():
     model = make_model(predict_log_sigma=True, ntargets=2, data_std=[2.0, 0.5])
-    g = dgl.batch([CGATGraphConverter().get_graph(random_structure(i))[0] for i in range(3)])
+    g = batch_graphs([CGATGraphConverter().get_graph(random_structure(i))[0] for i in range(3)])
     with torch.no_grad():
         pred, log_sigma = model(g, return_log_sigma=True)
         raw = model.forward_normalized(g)
@@ -172,7 +172,7 @@ def test_inference_mode_with_grad_enabled(recompute, generic):
 
 def test_output_min_bounds_predictions_and_is_saved(tmp_path):
     model = make_model()
-    g = dgl.batch([CGATGraphConverter().get_graph(random_structure(i))[0] for i in range(4)])
+    g = batch_graphs([CGATGraphConverter().get_graph(random_structure(i))[0] for i in range(4)])
     with torch.no_grad():
         raw = model.forward_normalized(g)[:, 0]
         model.set_normalization(-float(raw.mean()), 1.0)  # about half the predictions now negative

@@ -153,7 +153,7 @@ def test_sigma_head_for_a_multi_fidelity_model_gives_one_sigma_per_fidelity(sour
 
 
 def test_one_fidelity_and_batches_pick_the_right_column(source):
-    import dgl
+    from matgl_cgat.graph import batch_graphs
 
     from matgl_cgat.predict import FidelityView
 
@@ -161,7 +161,7 @@ def test_one_fidelity_and_batches_pick_the_right_column(source):
     s = rocksalt(5.6)
     assert float(one.predict_structure(s, fidelity="hse", check_domain=False)) == pytest.approx(
         float(one.predict_structure(s, check_domain=False)))
-    graphs = dgl.batch([one.graph_converter().get_graph(rocksalt(a))[0] for a in (5.0, 5.5, 6.0)])
+    graphs = batch_graphs([one.graph_converter().get_graph(rocksalt(a))[0] for a in (5.0, 5.5, 6.0)])
     view = FidelityView(one, "hse")
     assert torch.allclose(view(graphs), one(graphs).reshape(-1))  # a batch of 3, not its first value
     two = add_fidelity(one, "scan", 1.0, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as pl
 import numpy as np
+import pytest
 import torch
 from matgl.graph.data import MGLDataLoader, collate_fn_graph
 from matgl.utils.training import ModelLightningModule
@@ -72,3 +73,35 @@ def test_short_training_on_shared_data_lowers_validation_error(shared_data, tmp_
     after = _evaluate(model, val_loader)
     print(f"validation MAE {before:.3f} -> {after:.3f} eV/atom")
     assert after < 0.8 * before, (before, after)
+
+
+def test_matgl_multi_fidelity_recipe_trains_a_multi_fidelity_cgat():
+    """MatGL's own multi-fidelity example: the fidelity id is the graph state attribute
+    (``MGLDataset(graph_labels=...)``), one label column, trained with ``ModelLightningModule``."""
+    pl.seed_everything(0)
+    structures = [random_structure(i, n=3 + i % 4, elements=("O", "Mg", "Zn", "O")[: 2 + i % 3]) for i in range(48)]
+    fidelity = [i % 2 for i in range(48)]  # 0: "low", 1: "high" = low + 1.5
+    labels = [4.0 * s.composition.get_atomic_fraction("O") + 1.5 * f for s, f in zip(structures, fidelity)]
+    model = CGAT(**TINY, fidelities=("low", "high"), ntargets=2)
+    model.set_normalization([1.5, 3.0], [1.0, 1.0])
+    conv = model.graph_converter()
+    train = graph_dataset(structures[:40], {"y": labels[:40]}, conv, graph_labels=fidelity[:40])
+    val = graph_dataset(structures[40:], {"y": labels[40:]}, conv, graph_labels=fidelity[40:])
+    _, val_loader = MGLDataLoader(train_data=train, val_data=val, batch_size=8, collate_fn=collate_fn_graph)
+    g, _, state, y = next(iter(val_loader))
+    out = model(g, state_attr=state)
+    assert out.shape == y.shape  # one prediction per crystal, its own fidelity: MatGL's loss takes it
+    both = model(g)
+    torch.testing.assert_close(out, both.gather(1, state.long().view(-1, 1)).squeeze(1))
+
+    def error(loader) -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(torch.cat([(model(g, state_attr=s) - y).abs() for g, _, s, y in loader]).mean())
+
+    before = error(val_loader)
+    _fit(model, train, val, epochs=40, lr=3e-3, batch_size=8)
+    after = error(val_loader)
+    assert after < 0.5 * before, (before, after)
+    with pytest.raises(ValueError, match="fidelity ids span 0..2"):
+        model(g, state_attr=torch.tensor([0, 2] * 4)[: len(y)])

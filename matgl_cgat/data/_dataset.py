@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from matgl_cgat.graph import graph_fields
+
 from ._cache import atomic_write_text, cache_key, load_shard_graphs, read_shard_meta, write_shard
 from ._errors import DataError
 from ._sources import (
@@ -295,7 +297,7 @@ def _convert_shard(job) -> dict:
         lattices.append(lat[0])
         ids.append(rid)
         locations.append(item.location)
-        num_nodes.append(int(g.num_nodes()))
+        num_nodes.append(len(graph_fields(g)["node_type"]))
         for t in spec.targets:
             v = labels[t]
             values[t].append(None if math.isnan(v) else v)

@@ -6,13 +6,18 @@ from ._checks import IMPOSSIBLE_FRACTION, SHORT_FRACTION, Contact, ImpossibleStr
 from ._composition import CompositionGraph, composition_graph
 from ._converter import DEFAULT_TOLERANCE, CGATGraphConverter, NeighborShells, nearest_neighbor_shells
 from ._elements import ELEMENTS, atomic_numbers_of
-from ._tensors import AtomGraphTensors, atom_graph_tensors, batch_graphs, check_receiver_order
+from ._backend import graph_library, stack_description
+from ._tensors import AtomGraphTensors, atom_graph_tensors, batch_graphs, check_receiver_order, graph_fields, make_graph
 
 __all__ = [
     "AtomGraphTensors",
     "atom_graph_tensors",
     "batch_graphs",
     "check_receiver_order",
+    "graph_fields",
+    "graph_library",
+    "make_graph",
+    "stack_description",
     "DEFAULT_TOLERANCE",
     "ELEMENTS",
     "IMPOSSIBLE_FRACTION",

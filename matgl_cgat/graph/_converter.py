@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import dgl
 import numpy as np
 import torch
 from matgl.graph.converters import GraphConverter
@@ -25,6 +24,7 @@ from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from ._checks import as_checked_structure, check_contacts
 from ._elements import ELEMENTS, atomic_numbers_of
+from ._tensors import make_graph
 
 #: Default tolerance (A) below which two neighbour distances count as the same shell. DFT relaxations
 #: with force thresholds of 0.01-0.05 eV/A leave symmetry-equivalent distances scattered by ~1e-3 A;
@@ -139,8 +139,9 @@ class CGATGraphConverter(GraphConverter):
     """MatGL graph converter for CGAT: nearest-neighbour graph with shell-rank edge labels.
 
     Usable wherever MatGL takes a converter (``MGLDataset(converter=CGATGraphConverter())``). The graph
-    carries ``ndata["node_type"]`` (index into :data:`ELEMENTS`, i.e. atomic number - 1),
-    ``ndata["frac_coords"]``, ``edata["rank"]`` (1..num_neighbors) and ``edata["pbc_offset"]``, so
+    carries per atom ``node_type`` (index into :data:`ELEMENTS`, i.e. atomic number - 1) and
+    ``frac_coords``, per edge ``rank`` (1..num_neighbors) and ``pbc_offset`` (DGL: ``ndata``/``edata``;
+    PyG: attributes of the ``Data``, edges in ``edge_index``), so
     MatGL's own bond-vector utilities work on it. The Roost composition context is derived from
     ``node_type`` by :func:`matgl_cgat.graph.composition_graph` (the fractional composition of the cell
     equals the reduced composition), so nothing composition-specific is stored twice.
@@ -163,7 +164,7 @@ class CGATGraphConverter(GraphConverter):
         """Every setting that changes the graphs (used to key on-disk caches)."""
         return {"converter": type(self).__name__, "num_neighbors": self.num_neighbors, "tolerance": self.tolerance}
 
-    def get_graph(self, structure) -> tuple[dgl.DGLGraph, torch.Tensor, np.ndarray]:
+    def get_graph(self, structure) -> tuple[object, torch.Tensor, np.ndarray]:
         """Build the graph of a pymatgen ``Structure`` (or ASE ``Atoms``).
 
         Raises:
@@ -171,7 +172,8 @@ class CGATGraphConverter(GraphConverter):
             ImpossibleStructure: no crystal can look like this (see :mod:`matgl_cgat.graph._checks`).
 
         Returns:
-            (graph, lattice of shape (1, 3, 3), state_attr) as MatGL converters do.
+            (graph, lattice of shape (1, 3, 3), state_attr) as MatGL converters do; the graph is the
+            installed MatGL's kind (DGL on MatGL 1.x, a PyG ``Data`` from MatGL 2 on).
         """
         structure = as_checked_structure(structure)
         z = atomic_numbers_of(structure)
@@ -180,12 +182,10 @@ class CGATGraphConverter(GraphConverter):
             structure.cart_coords, lattice, self.num_neighbors, self.tolerance, tie_break=z
         )
         check_contacts(structure, shells)
-        g = dgl.graph((torch.from_numpy(shells.src), torch.from_numpy(shells.dst)), num_nodes=len(z), idtype=torch.int32)
         # MatGL's convention: bond vector = pos[dst] - pos[src] + pbc_offset @ lattice. The image found
         # belongs to the neighbour (our src), so the offset seen from src to dst is its negative.
-        g.edata["pbc_offset"] = torch.from_numpy(-shells.images).float()
-        g.edata["rank"] = torch.from_numpy(shells.ranks).to(torch.int32)
-        g.ndata["node_type"] = torch.from_numpy(z - 1).to(torch.int32)
-        g.ndata["frac_coords"] = torch.from_numpy(structure.frac_coords).float()
+        g = make_graph(torch.from_numpy(shells.src), torch.from_numpy(shells.dst), torch.from_numpy(z - 1),
+                       torch.from_numpy(shells.ranks), torch.from_numpy(-shells.images).float(),
+                       torch.from_numpy(structure.frac_coords).float())
         lat = torch.tensor(np.array([lattice]), dtype=torch.float32)
         return g, lat, np.zeros(2, dtype=np.float32)

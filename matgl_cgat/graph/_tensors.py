@@ -4,12 +4,13 @@ The model (``models/``) and its layers never call a graph library. A batch reach
 :class:`AtomGraphTensors`: atom types, the sending atom and shell rank of every edge, atoms per
 crystal. CGAT's graphs give every atom exactly ``k`` incoming edges, stored receiver by receiver, so
 the receiving atoms need not be stored at all and the neighbourhood softmax is a reshape.
-:func:`atom_graph_tensors` turns a DGL graph (MatGL 1.x) into this form; one adapter module per graph
-library does the library-specific part (``_dgl_adapter.py``).
+:func:`atom_graph_tensors` turns a DGL (MatGL 1.x) or PyG (MatGL 2 and later) graph into this form; one adapter module per graph
+library does the library-specific part (``_dgl_adapter.py``, ``_pyg_adapter.py``).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -59,17 +60,31 @@ def check_receiver_order(dst: torch.Tensor, num_nodes: int, what: str = "graph")
                          "CGATGraphConverter stores them (was the graph rebuilt or its edges reordered?)")
 
 
+def _library_of(graph) -> str | None:
+    """``"dgl"``, ``"pyg"`` or None, by type (a library that is not imported cannot have made it)."""
+    dgl, pyg = sys.modules.get("dgl"), sys.modules.get("torch_geometric.data")
+    if dgl is not None and isinstance(graph, dgl.DGLGraph):
+        return "dgl"
+    if pyg is not None and isinstance(graph, pyg.Data):  # PyG's batches (DataBatch) are Data too
+        return "pyg"
+    return None
+
+
 def atom_graph_tensors(graph) -> AtomGraphTensors:
-    """The tensors of a (batched) atom graph: an :class:`AtomGraphTensors` passes through; a DGL
-    graph goes through the DGL adapter; anything else is a ``TypeError`` naming its type."""
+    """The tensors of a (batched) atom graph: an :class:`AtomGraphTensors` passes through; a DGL or PyG
+    graph goes through its adapter; anything else is a ``TypeError`` naming its type."""
     if isinstance(graph, AtomGraphTensors):
         return graph
-    module = type(graph).__module__.split(".")[0]
-    if module == "dgl":
+    library = _library_of(graph)
+    if library == "dgl":
         from ._dgl_adapter import dgl_atom_graph_tensors
 
         return dgl_atom_graph_tensors(graph)
-    raise TypeError(f"CGAT takes a batch of atom graphs from CGATGraphConverter (DGL) or AtomGraphTensors, "
+    if library == "pyg":
+        from ._pyg_adapter import pyg_atom_graph_tensors
+
+        return pyg_atom_graph_tensors(graph)
+    raise TypeError(f"CGAT takes a batch of atom graphs from CGATGraphConverter (DGL or PyG) or AtomGraphTensors, "
                     f"got {type(graph).__name__}")
 
 
@@ -82,9 +97,41 @@ def batch_graphs(graphs: list):
         return AtomGraphTensors(torch.cat([g.node_type for g in graphs]),
                                 torch.cat([g.src + int(o) for g, o in zip(graphs, offsets)]),
                                 torch.cat([g.rank for g in graphs]), torch.cat([g.num_atoms for g in graphs]))
-    module = type(graphs[0]).__module__.split(".")[0]
-    if module == "dgl":
-        import dgl
+    library = _library_of(graphs[0])
+    if library == "dgl":
+        from ._dgl_adapter import dgl_batch
 
-        return dgl.batch(graphs)
+        return dgl_batch(graphs)
+    if library == "pyg":
+        from ._pyg_adapter import pyg_batch
+
+        return pyg_batch(graphs)
     raise TypeError(f"batch_graphs: unknown graph type {type(graphs[0]).__name__}")
+
+
+def make_graph(src, dst, node_type, rank, pbc_offset, frac_coords):
+    """One crystal's graph in the installed MatGL's graph library (:func:`graph_library`)."""
+    from ._backend import graph_library
+
+    if graph_library() == "dgl":
+        from ._dgl_adapter import dgl_graph
+
+        return dgl_graph(src, dst, node_type, rank, pbc_offset, frac_coords)
+    from ._pyg_adapter import pyg_graph
+
+    return pyg_graph(src, dst, node_type, rank, pbc_offset, frac_coords)
+
+
+def graph_fields(graph) -> dict:
+    """``{src, node_type, rank, pbc_offset, frac_coords}`` of one crystal's graph from either library:
+    what :func:`make_graph` rebuilds it from, in any library (the graph cache stores these)."""
+    library = _library_of(graph)
+    if library == "dgl":
+        from ._dgl_adapter import dgl_graph_fields
+
+        return dgl_graph_fields(graph)
+    if library == "pyg":
+        from ._pyg_adapter import pyg_graph_fields
+
+        return pyg_graph_fields(graph)
+    raise TypeError(f"graph_fields: unknown graph type {type(graph).__name__}")

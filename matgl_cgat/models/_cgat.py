@@ -358,7 +358,10 @@ class CGAT(MatGLModel):
         Args:
             g: a batch of graphs from :class:`CGATGraphConverter` (a DGL graph on MatGL 1.x) or its
                 :class:`~matgl_cgat.graph.AtomGraphTensors`.
-            state_attr: unused (CGAT has no global state input); accepted for MatGL's training loop.
+            state_attr: MatGL's state attribute. For a multi-fidelity model, integer fidelity ids, one per
+                crystal (what ``MGLDataset(graph_labels=fidelity_ids)`` gives, MatGL's own multi-fidelity
+                recipe): then the prediction is each crystal's own fidelity, shape (B,), as MatGL's loss
+                expects. Floating-point state (MatGL's default zeros) is ignored: CGAT has no state input.
             l_g: unused; accepted for MatGL's signature.
             return_log_sigma: also return log(sigma) in the target's units (needs ``predict_log_sigma``).
             return_sigma: also return the standard deviation of the prediction from the uncertainty
@@ -368,14 +371,26 @@ class CGAT(MatGLModel):
             Predictions, squeezed like MatGL's models ((B,) for one target); with ``return_log_sigma``
             or ``return_sigma`` a tuple (prediction, log_sigma or sigma).
         """
+        pick = self._fidelity_rows(state_attr)
         if return_sigma:
-            return tuple(torch.squeeze(t) for t in self.outputs(g, return_sigma=True))
+            return tuple(torch.squeeze(pick(t)) for t in self.outputs(g, return_sigma=True))
         if not return_log_sigma:
-            return torch.squeeze(self.outputs(g)[0])
+            return torch.squeeze(pick(self.outputs(g)[0]))
         if not self.predict_log_sigma:
             raise ValueError("this model was built without predict_log_sigma=True")
         out = self.forward_normalized(g)
         return torch.squeeze(self.denormalize(out)), torch.squeeze(out[:, self.ntargets :] + torch.log(self.data_std))
+
+    def _fidelity_rows(self, state_attr: torch.Tensor | None):
+        """A function taking (B, F) outputs to each crystal's own fidelity, (B, 1), when ``state_attr``
+        holds integer fidelity ids of a multi-fidelity model; the identity otherwise."""
+        if self.fidelities is None or state_attr is None or state_attr.is_floating_point():
+            return lambda t: t
+        ids = state_attr.reshape(-1).long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(self.fidelities)):
+            raise ValueError(f"fidelity ids span {int(ids.min())}..{int(ids.max())}; this model has "
+                             f"{len(self.fidelities)} fidelities {list(self.fidelities)} (ids 0..{len(self.fidelities) - 1})")
+        return lambda t: t.gather(1, ids.to(t.device).view(-1, 1))
 
     def outputs(self, g: AtomGraph, return_sigma: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(prediction, sigma)`` as (B, ntargets) tensors in target units, never squeezed (sigma None

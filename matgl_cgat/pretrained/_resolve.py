@@ -11,9 +11,10 @@ One resolver serves ``matgl.load_model`` (once ``matgl_cgat`` is imported) and e
 - an explicit path (a ``Path``, or text with a separator, starting with ``.`` or ``~``) is a model
   folder; so is a bare non-CGAT name that exists in the working directory (``"my_cgat"``, MatGL's
   own order: path first);
-- another bare name is looked up in MatGL's download cache (``~/.cache/matgl/NAME``): a MatGL
-  pretrained model fetched earlier. Nothing is downloaded: MatGL's downloader hands the files to a
-  loader that unpickles them.
+- another bare name is looked up in MatGL's download cache (MatGL 1.x: ``~/.cache/matgl/NAME``;
+  MatGL 4: the Hugging Face cache of MatGL's model organisation), on disk only: a MatGL pretrained
+  model fetched earlier. Nothing is downloaded: MatGL's downloader hands the files to a loader that
+  unpickles them. An ``owner/name`` string (MatGL 4's hub address) is a path here, never the hub.
 
 Folders are read with ``torch.load(weights_only=True)``: tensors and plain values only. MatGL's
 ``MatGLModel.save`` writes the init args (``model.pt``; arguments that are MatGL models themselves
@@ -88,17 +89,35 @@ def resolve(spec: str | os.PathLike, models: dict[str, Path], registered=()) -> 
                          f"Available: {', '.join(sorted(models)) or 'none'}.{local}")
     if Path(spec).is_dir():
         return str(Path(spec).absolute()), Path(spec)
-    import matgl.config
-
-    cached = Path(matgl.config.MATGL_CACHE) / spec
-    if all((cached / f).is_file() for f in FILES):
+    cached = _matgl_cached_copy(spec)
+    if cached is not None:
         return str(cached), cached
     raise ValueError(
         f"{spec!r} is neither a model folder nor a shipped CGAT model (available: {', '.join(sorted(models))}), "
-        f"and MatGL's cache {cached.parent} has no copy of it. matgl_cgat's loader never downloads (MatGL's "
+        f"and MatGL's download cache has no copy of it. matgl_cgat's loader never downloads (MatGL's "
         "downloader unpickles what it fetches); if you trust MatGL's model store, fetch it once with "
         f"matgl_cgat.pretrained.matgl_original_load_model({spec!r}), after which this loader tries the "
         "cached copy weights-only.")
+
+
+def _matgl_cached_copy(spec: str) -> Path | None:
+    """The folder of a MatGL pretrained model fetched earlier, looked up on disk only: MatGL 1.x keeps
+    it in ``MATGL_CACHE/NAME``, MatGL 2 and later in the Hugging Face cache of its model organisation
+    (``huggingface_hub.try_to_load_from_cache`` reads that cache without any network call)."""
+    import matgl.config
+
+    legacy = Path(matgl.config.MATGL_CACHE) / spec
+    if all((legacy / f).is_file() for f in FILES):
+        return legacy
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from matgl.utils.io import HF_MATGL_ORG
+    except ImportError:  # MatGL 1.x: no hub
+        return None
+    found = [try_to_load_from_cache(f"{HF_MATGL_ORG}/{spec}", f) for f in FILES]
+    if all(isinstance(p, str) for p in found) and len({Path(p).parent for p in found}) == 1:
+        return Path(found[0]).parent
+    return None
 
 
 def read_plain(path: Path, folder: Path) -> Any:

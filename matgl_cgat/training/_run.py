@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from matgl_cgat._io import atomic_torch_save, atomic_write_text
+from matgl_cgat.graph import graph_fields
 
 RUN_FORMAT = 1
 
@@ -84,10 +85,9 @@ def data_digest(dataset, targets) -> dict[str, Any]:
     else:  # any dataset of (graph, ..., {target: label}) items: hash graph contents and labels
         for i in range(len(dataset)):
             item = dataset[i]
-            g = item[0]
-            h.update(np.asarray([g.num_nodes(), g.num_edges()]).tobytes())
-            for key in sorted(g.ndata):
-                h.update(g.ndata[key].detach().cpu().numpy().tobytes())
+            fields = graph_fields(item[0])  # the same bytes whichever graph library carries the graph
+            for key in sorted(fields):
+                h.update(fields[key].detach().cpu().numpy().tobytes())
             h.update(json.dumps({t: float(item[3][t]) for t in targets if t in item[3]}, sort_keys=True).encode())
     out = {"n": len(dataset), "digest": h.hexdigest()[:16]}
     key = getattr(dataset, "cache_key", None)
