@@ -103,3 +103,20 @@ def fields(g) -> dict:
     n = len(out["node_type"])
     out["dst"] = torch.arange(n).repeat_interleave(len(out["src"]) // n)
     return out
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection refused (and MatGL 1.x's downloader, where it exists): any network call fails."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    import matgl.utils.io as io
+
+    if hasattr(io, "RemoteFile"):
+        monkeypatch.setattr(io, "RemoteFile", refuse)

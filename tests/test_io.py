@@ -58,9 +58,8 @@ def test_load_never_executes_pickled_code(tmp_path, tiny_model, capsys):
     assert "code from a data file ran" not in capsys.readouterr().out
 
 
-def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, tiny_model, monkeypatch, nacl):
-    import matgl.utils.io as io
-
+def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, tiny_model, monkeypatch, nacl,
+                                                                   no_network):
     import matgl_cgat.pretrained as pretrained
     from matgl_cgat.pretrained import available_models, register_pretrained
 
@@ -70,10 +69,6 @@ def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, ti
     register_pretrained("CGAT-Test-Model", tmp_path / "CGAT-Test-Model")
     assert "CGAT-Test-Model" in available_models()
 
-    def no_network(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(io, "RemoteFile", no_network)
     model = matgl.load_model("CGAT-Test-Model")
     assert isinstance(model, CGAT) and model.metadata["units"] == "eV"
     assert float(model.predict_structure(nacl)) == float(tiny_model.predict_structure(nacl))

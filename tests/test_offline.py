@@ -3,22 +3,10 @@ the network (MatGL 4's loader would look unknown names and ``owner/name`` string
 
 from __future__ import annotations
 
-import socket
-
 import matgl
 import pytest
 
 import matgl_cgat  # noqa: F401  (installs the loader)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_shipped_names_load_with_the_network_blocked(no_network, nacl):

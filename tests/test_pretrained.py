@@ -25,13 +25,7 @@ def test_at_least_one_model_is_shipped():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_model_loads_offline_with_card(name, monkeypatch, nacl):
-    import matgl.utils.io as io
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(io, "RemoteFile", no_network)
+def test_shipped_model_loads_offline_with_card(name, nacl, no_network):
     folder = _HERE / name
     assert all((folder / f).stat().st_size < 10 * 2**20 for f in ("model.json", "model.pt", "state.pt"))
     model = matgl.load_model(name)

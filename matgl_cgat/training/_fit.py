@@ -171,7 +171,9 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     module = TrainingModule(model, config, targets, param_groups)
     datamodule = GraphDataModule(train, val, targets, config.batch_size, config.seed, config.num_workers)
     ckpt_dir = out_dir_path / "checkpoints"
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False)
+    # every epoch overwrites checkpoints/last.ckpt: a top-1 checkpoint without a monitor (Lightning 2.6 only
+    # writes save_last=True's file when a top-k checkpoint is written, and save_top_k=0 writes none)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     callbacks: list[pl.Callback] = []
     averager = None
     if config.average_last:

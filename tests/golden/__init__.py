@@ -66,7 +66,7 @@ def training_losses(structures: list, labels: list[float]) -> list[float]:
     model.train()
     graph = batch_graphs([model.graph_converter().get_graph(s)[0] for s in structures])
     y = (torch.tensor(labels) - model.data_mean) / model.data_std
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-6)
     losses = []
     for _ in range(TRAIN_STEPS):
         optimiser.zero_grad()
@@ -85,7 +85,7 @@ def compute(data_dir: Path | None) -> dict:
 
     demo = list(example_structures().values())
     shared = shared_sample(data_dir) if data_dir is not None else None
-    out = {"models": {}, "training": {"labels": [-2.1, 0.0, -0.3, -3.5, 0.0]}}
+    out = {"models": {}, "training": {"labels": [-1.6, 0.5, 0.2, -3.0, 0.5]}}  # 0.5 eV/atom above the model: a loss to lower
     for name in sorted(matgl_cgat.pretrained.available_models()):
         model = matgl.load_model(name)
         out["models"][name] = {"demo": raw_outputs(model, demo)}
