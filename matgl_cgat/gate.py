@@ -134,20 +134,30 @@ def _place_threshold(model, features: torch.Tensor, regression: torch.Tensor, la
     """Set the gate's threshold from validation features, ungated answers and labels (one threshold for
     every output: their labels are pooled); returns it with the ungated and gated validation metrics of
     the output with the most labels."""
-    with torch.no_grad():
-        logits = model.metal_logit(features).float().numpy()
+    logits, p_np, y_np = _as_arrays(model, features, regression, labels)
     floor = float(model.output_min or 0.0)
-    y_np, p_np = labels.numpy(), regression.numpy()
     threshold = choose_threshold(logits.ravel(), p_np.ravel(), y_np.ravel(), metal_below, floor)
     model.set_metal_threshold(threshold)
     model.metal_below = metal_below
     model._init_args["metal_below"] = metal_below
     model.eval()
-    j = int(np.argmax(np.isfinite(y_np).sum(0)))
-    have = np.isfinite(y_np[:, j])
-    gated = np.where(logits[have, j] > threshold, floor, p_np[have, j])
-    return threshold, band_gap_metrics(y_np[have, j], p_np[have, j], metal_below), \
-        band_gap_metrics(y_np[have, j], gated, metal_below)
+    _, y, p, z = _most_labelled_output(logits, p_np, y_np)
+    gated = np.where(z > threshold, floor, p)
+    return threshold, band_gap_metrics(y, p, metal_below), band_gap_metrics(y, gated, metal_below)
+
+
+def _as_arrays(model, features, regression, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gate logits, ungated answers, labels) as (N, T) numpy arrays."""
+    with torch.no_grad():
+        logits = model.metal_logit(features).float().numpy()
+    return logits, regression.numpy(), labels.numpy()
+
+
+def _most_labelled_output(logits, regression, labels) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The output with the most labels, and its labels, answers and logits where it has a label."""
+    j = int(np.argmax(np.isfinite(labels).sum(0)))
+    have = np.isfinite(labels[:, j])
+    return j, labels[have, j], regression[have, j], logits[have, j]
 
 
 def _embed_ungated(model, dataset, columns: list[str], batch_size: int):
@@ -187,13 +197,7 @@ def threshold_trade_off(model, dataset, *, target=None, metal_below: float = MET
     if getattr(model, "metal_head", None) is None:
         raise ValueError("a threshold trade-off needs a model with a metal gate (metal_head is None)")
     columns = label_columns(model, target)
-    features, regression, labels = _embed_ungated(model, dataset, columns, batch_size)
-    with torch.no_grad():
-        logits = model.metal_logit(features).float().numpy()
-    y_all, p_all = labels.numpy(), regression.numpy()
-    j = int(np.argmax(np.isfinite(y_all).sum(0)))
-    have = np.isfinite(y_all[:, j])
-    y, p, z = y_all[have, j], p_all[have, j], logits[have, j]
+    j, y, p, z = _most_labelled_output(*_as_arrays(model, *_embed_ungated(model, dataset, columns, batch_size)))
     floor = float(model.output_min or 0.0)
     thresholds = np.unique(np.concatenate([np.quantile(z, np.linspace(0, 1, points)) - 1e-6,
                                            [z.max() + 1.0, model.metal_threshold]]))

@@ -12,7 +12,7 @@ import torch
 from ._tensors import AtomGraphTensors, check_receiver_order
 
 
-def dgl_graph(src, dst, node_type, rank, pbc_offset, frac_coords):
+def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
     """One crystal's DGL graph (int32 indices, as MatGL 1.x's converters make them)."""
     import dgl
 
@@ -24,20 +24,20 @@ def dgl_graph(src, dst, node_type, rank, pbc_offset, frac_coords):
     return g
 
 
-def dgl_batch(graphs: list):
+def batch(graphs: list):
     import dgl
 
     return dgl.batch(graphs)
 
 
-def dgl_atom_graph_tensors(g) -> AtomGraphTensors:
+def atom_graph_tensors(g) -> AtomGraphTensors:
     src, dst = g.edges()
     check_receiver_order(dst, g.num_nodes(), "DGL graph")
     return AtomGraphTensors(node_type=g.ndata["node_type"].long(), src=src.long(), rank=g.edata["rank"].long(),
                             num_atoms=g.batch_num_nodes().long())
 
 
-def dgl_graph_fields(g) -> dict:
+def graph_fields(g) -> dict:
     """One crystal's graph as the tensors it was built from (for the stack-neutral graph cache)."""
     src, _ = g.edges()
     return {"src": src, "node_type": g.ndata["node_type"], "rank": g.edata["rank"],

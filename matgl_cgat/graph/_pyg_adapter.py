@@ -12,7 +12,7 @@ import torch
 from ._tensors import AtomGraphTensors, check_receiver_order
 
 
-def pyg_graph(src, dst, node_type, rank, pbc_offset, frac_coords):
+def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
     from torch_geometric.data import Data
 
     g = Data(num_nodes=int(node_type.shape[0]), edge_index=torch.stack([src, dst]).long())
@@ -23,13 +23,13 @@ def pyg_graph(src, dst, node_type, rank, pbc_offset, frac_coords):
     return g
 
 
-def pyg_batch(graphs: list):
+def batch(graphs: list):
     from torch_geometric.data import Batch
 
     return Batch.from_data_list(graphs)
 
 
-def pyg_atom_graph_tensors(g) -> AtomGraphTensors:
+def atom_graph_tensors(g) -> AtomGraphTensors:
     src, dst = g.edge_index[0], g.edge_index[1]
     n = int(g.num_nodes)
     check_receiver_order(dst, n, "PyG graph")
@@ -43,7 +43,7 @@ def pyg_atom_graph_tensors(g) -> AtomGraphTensors:
     return AtomGraphTensors(node_type=g.node_type.long(), src=src.long(), rank=g.rank.long(), num_atoms=num_atoms)
 
 
-def pyg_graph_fields(g) -> dict:
+def graph_fields(g) -> dict:
     """One crystal's graph as the tensors it was built from (for the stack-neutral graph cache)."""
     return {"src": g.edge_index[0], "node_type": g.node_type, "rank": g.rank, "pbc_offset": g.pbc_offset,
             "frac_coords": g.frac_coords}

@@ -10,6 +10,7 @@ library does the library-specific part (``_dgl_adapter.py``, ``_pyg_adapter.py``
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 
@@ -70,22 +71,22 @@ def _library_of(graph) -> str | None:
     return None
 
 
+def _adapter(graph, what: str):
+    """The adapter module of the library that made ``graph`` (each has ``graph``, ``batch``,
+    ``atom_graph_tensors`` and ``graph_fields``); a ``TypeError`` naming ``what`` for anything else."""
+    library = _library_of(graph)
+    if library is None:
+        raise TypeError(f"{what}, got {type(graph).__name__}")
+    return importlib.import_module(f"matgl_cgat.graph._{library}_adapter")
+
+
 def atom_graph_tensors(graph) -> AtomGraphTensors:
     """The tensors of a (batched) atom graph: an :class:`AtomGraphTensors` passes through; a DGL or PyG
     graph goes through its adapter; anything else is a ``TypeError`` naming its type."""
     if isinstance(graph, AtomGraphTensors):
         return graph
-    library = _library_of(graph)
-    if library == "dgl":
-        from ._dgl_adapter import dgl_atom_graph_tensors
-
-        return dgl_atom_graph_tensors(graph)
-    if library == "pyg":
-        from ._pyg_adapter import pyg_atom_graph_tensors
-
-        return pyg_atom_graph_tensors(graph)
-    raise TypeError(f"CGAT takes a batch of atom graphs from CGATGraphConverter (DGL or PyG) or AtomGraphTensors, "
-                    f"got {type(graph).__name__}")
+    what = "CGAT takes a batch of atom graphs from CGATGraphConverter (DGL or PyG) or AtomGraphTensors"
+    return _adapter(graph, what).atom_graph_tensors(graph)
 
 
 def batch_graphs(graphs: list):
@@ -97,41 +98,18 @@ def batch_graphs(graphs: list):
         return AtomGraphTensors(torch.cat([g.node_type for g in graphs]),
                                 torch.cat([g.src + int(o) for g, o in zip(graphs, offsets)]),
                                 torch.cat([g.rank for g in graphs]), torch.cat([g.num_atoms for g in graphs]))
-    library = _library_of(graphs[0])
-    if library == "dgl":
-        from ._dgl_adapter import dgl_batch
-
-        return dgl_batch(graphs)
-    if library == "pyg":
-        from ._pyg_adapter import pyg_batch
-
-        return pyg_batch(graphs)
-    raise TypeError(f"batch_graphs: unknown graph type {type(graphs[0]).__name__}")
+    return _adapter(graphs[0], "batch_graphs: unknown graph type").batch(graphs)
 
 
 def make_graph(src, dst, node_type, rank, pbc_offset, frac_coords):
     """One crystal's graph in the installed MatGL's graph library (:func:`graph_library`)."""
     from ._backend import graph_library
 
-    if graph_library() == "dgl":
-        from ._dgl_adapter import dgl_graph
-
-        return dgl_graph(src, dst, node_type, rank, pbc_offset, frac_coords)
-    from ._pyg_adapter import pyg_graph
-
-    return pyg_graph(src, dst, node_type, rank, pbc_offset, frac_coords)
+    adapter = importlib.import_module(f"matgl_cgat.graph._{graph_library()}_adapter")
+    return adapter.graph(src, dst, node_type, rank, pbc_offset, frac_coords)
 
 
 def graph_fields(graph) -> dict:
     """``{src, node_type, rank, pbc_offset, frac_coords}`` of one crystal's graph from either library:
     what :func:`make_graph` rebuilds it from, in any library (the graph cache stores these)."""
-    library = _library_of(graph)
-    if library == "dgl":
-        from ._dgl_adapter import dgl_graph_fields
-
-        return dgl_graph_fields(graph)
-    if library == "pyg":
-        from ._pyg_adapter import pyg_graph_fields
-
-        return pyg_graph_fields(graph)
-    raise TypeError(f"graph_fields: unknown graph type {type(graph).__name__}")
+    return _adapter(graph, "graph_fields: unknown graph type").graph_fields(graph)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from torch import nn
 from matgl_cgat.graph import (
     DEFAULT_TOLERANCE,
     ELEMENTS,
-    AtomGraphTensors,
     CGATGraphConverter,
     atom_graph_tensors,
     batch_graphs,
@@ -42,8 +41,9 @@ from matgl_cgat.layers import (
 if TYPE_CHECKING:
     from matgl.graph.converters import GraphConverter
 
-#: What the model takes: a batched graph of any supported library (a DGL graph on MatGL 1.x) or its tensors.
-AtomGraph = AtomGraphTensors | object
+#: What the model takes: a batched graph from CGATGraphConverter (DGL on MatGL 1.x, PyG from MatGL 2), or
+#: its AtomGraphTensors (annotation only).
+AtomGraph = Any
 
 #: Named configurations. "paper" is the reference as run (about 62 M parameters, 44 M of them in the
 #: hypernetworks); "small" is sized to train on 2 CPU cores (figures in benchmarks/RESULTS.md).

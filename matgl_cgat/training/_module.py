@@ -64,8 +64,9 @@ class TrainingModule(pl.LightningModule):
         self.start_epoch = self.current_epoch
 
     # --- one batch -------------------------------------------------------------------------------
-    def _errors(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, per-target sum of absolute errors in target units, per-target label counts)."""
+    def _errors(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(loss, per-target sum of absolute errors in target units, per-target label counts, the metal
+        cross-entropy or None when no gate trains)."""
         model, cfg = self.model, self.config
         joint = cfg.metal_weight > 0
         if joint:  # one pass through the network serves the regression and the gate
@@ -98,7 +99,6 @@ class TrainingModule(pl.LightningModule):
         bce = F.binary_cross_entropy_with_logits(model.metal_logit(features).float(), metal, reduction="none")
         metal_loss = torch.where(labelled, bce, torch.zeros_like(bce)).sum() / labelled.sum().clamp(min=1)
         return loss + cfg.metal_weight * metal_loss, abs_err.sum(0), counts, metal_loss
-
 
     def _accumulate(self, stage: str, loss, abs_err, counts, n: int, metal_loss=None) -> None:
         sums = self._sums.get(stage)
