@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the batches (best kept)")
+    parser.add_argument("--compile", default="none", choices=["none", "blocks", "represent"],
+                        help="torch.compile (dynamic shapes) the attention blocks or the whole representation")
     parser.add_argument("--label", required=True)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -46,6 +48,8 @@ def main() -> None:
     import matgl
     import matgl_cgat
     from matgl_cgat import CGAT
+    if args.compile != "none":
+        from matgl_cgat.training import compile_core
     try:
         from matgl_cgat.graph import batch_graphs, stack_description
         stack = stack_description()
@@ -66,6 +70,13 @@ def main() -> None:
     y = torch.tensor([r["e_form_pbe"] for r in rows], dtype=torch.float32)
     batches = [(batch_graphs(graphs[s : s + args.batch_size]), y[s : s + args.batch_size])
                for s in range(0, len(graphs), args.batch_size)]
+    reference = None
+    if args.compile != "none":  # the same weights uncompiled give the reference answers
+        model.eval()
+        with torch.no_grad():
+            reference = model.forward_normalized(batches[0][0])
+        compiled_at = time.perf_counter()
+        compile_core(model, args.compile)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_pass() -> float:
@@ -86,12 +97,19 @@ def main() -> None:
                 model.forward_normalized(g)
         return time.perf_counter() - t
 
-    train_pass(), predict_pass()  # warm-up
+    if reference is not None:
+        model.eval()
+        with torch.no_grad():
+            deviation = float((model.forward_normalized(batches[0][0]) - reference).abs().max())
+    train_pass(), predict_pass()  # warm-up (and compilation)
+    warmup_s = time.perf_counter() - compiled_at if reference is not None else None
     train = min(train_pass() for _ in range(args.repeats))
     predict = min(predict_pass() for _ in range(args.repeats))
     result = {"label": args.label, "stack": stack, "structures": len(graphs), "batch_size": args.batch_size,
               "train_structures_per_s": round(len(graphs) / train, 1),
-              "predict_structures_per_s": round(len(graphs) / predict, 1),
+              "predict_structures_per_s": round(len(graphs) / predict, 1), "compile": args.compile,
+              **({"compile_and_warmup_s": round(warmup_s, 1), "max_abs_output_deviation": deviation}
+                 if reference is not None else {}),
               "matgl_cgat": str(Path(matgl_cgat.__file__).parent)}
     print(json.dumps(result))
     if args.out:

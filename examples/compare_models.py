@@ -31,12 +31,10 @@ import os
 os.environ.setdefault("DGLBACKEND", "pytorch")
 
 import argparse
-import functools
 import hashlib
 import json
 import math
 import sys
-import tempfile
 import time
 import warnings
 from datetime import timedelta
@@ -47,14 +45,15 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, Timer
 from matgl.ext.pymatgen import Structure2Graph, get_element_list
-from matgl.graph.data import MGLDataLoader, MGLDataset, collate_fn_graph
+from matgl.graph.data import MGLDataLoader
 from matgl.layers import BondExpansion
 from matgl.models import M3GNet, MEGNet
 from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
 from matgl_cgat._io import atomic_write_text
-from matgl_cgat.data import default_data_dir, load_splits, read_structures
+from matgl_cgat.data import batch_line_graph, default_data_dir, graph_dataset, load_splits, mgl_collate, read_structures
+from matgl_cgat.graph import graph_library
 from matgl_cgat.metrics import metrics_for
 
 MODELS = ("cgat", "m3gnet", "megnet")
@@ -86,19 +85,12 @@ def load_parts(data_dir: Path, target: str, n_train: int, n_val: int, n_test: in
     return parts
 
 
-def build_datasets(parts, converter, target: str, line_graph: bool, workdir: Path):
-    """One MGLDataset per split, each built in its own fresh folder without a cache (MatGL would
-    otherwise silently reuse stale graphs). The graphs stay in memory; the folders are removed."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    out = {}
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="graphs_") as tmp:
-        for part, d in parts.items():
-            folder = Path(tmp) / part
-            folder.mkdir()
-            out[part] = MGLDataset(structures=d["structures"], labels={target: d["labels"]}, converter=converter,
-                                   include_line_graph=line_graph, threebody_cutoff=4.0 if line_graph else None,
-                                   save_cache=False, raw_dir=str(folder), save_dir=str(folder))
-    return out
+def build_datasets(parts, converter, target: str, line_graph: bool):
+    """One in-memory MatGL dataset per split, each built in its own fresh folder without a cache (MatGL
+    would otherwise silently reuse stale graphs); M3GNet's line graphs are in the dataset on MatGL 1.x
+    and built by the model itself on MatGL 4."""
+    return {part: graph_dataset(d["structures"], {target: d["labels"]}, converter, line_graph=line_graph)
+            for part, d in parts.items()}
 
 
 # --------------------------------------------------------------------------------------- models
@@ -133,10 +125,7 @@ def predict(module: ModelLightningModule, loader, line_graph: bool) -> tuple[np.
     y_true, y_pred = [], []
     with torch.no_grad():
         for batch in loader:
-            if line_graph:
-                g, lat, l_g, state_attr, labels = batch
-            else:
-                (g, lat, state_attr, labels), l_g = batch, None
+            g, lat, l_g, state_attr, labels = batch_line_graph(batch)
             pred = module(g=g, lat=lat, l_g=l_g, state_attr=state_attr).reshape(-1)
             y_pred.append(pred * module.data_std + module.data_mean)
             y_true.append(labels.reshape(-1))
@@ -168,10 +157,10 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
     n_params = sum(p.numel() for p in model.parameters())
 
     t0 = time.perf_counter()
-    data = build_datasets(parts, converter, target, line_graph, model_dir)
+    data = build_datasets(parts, converter, target, line_graph)
     conversion_seconds = time.perf_counter() - t0
 
-    collate = functools.partial(collate_fn_graph, include_line_graph=line_graph)
+    collate = mgl_collate(line_graph)
     train_loader, val_loader, test_loader = MGLDataLoader(
         train_data=data["train"], val_data=data["val"], test_data=data["test"], collate_fn=collate,
         batch_size=args.batch_size, num_workers=0, generator=torch.Generator().manual_seed(args.seed),
@@ -180,7 +169,7 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
     # ModelLightningModule steps a scheduler every epoch; a factor-1 ConstantLR keeps the rate fixed.
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     module = ModelLightningModule(model=model, loss="l1_loss", optimizer=optimizer, scheduler=scheduler,
-                                  include_line_graph=line_graph, **norm)
+                                  include_line_graph=line_graph and graph_library() == "dgl", **norm)
 
     best = BestWeights()
     trainer = pl.Trainer(max_time=timedelta(minutes=args.minutes), max_epochs=10_000, accelerator="cpu",

@@ -7,6 +7,10 @@ splits of the shared mp_gap set (PBE formation energy, eV/atom).
 
     python examples/train_cgat_vs_m3gnet.py --epochs 10 --n-train 2000
 
+Runs on both MatGL generations (1.3 on DGL, 4.x on PyG). MatGL 4 changed M3GNet (its message passing,
+and the set2set readout's parameter names), so M3GNet weights trained with MatGL 1.x do not load into
+it: compare models trained on the same generation.
+
 Prints the test MAE and training time of each model and writes them to ``--out``/comparison.json.
 """
 
@@ -21,12 +25,13 @@ import lightning as pl
 import numpy as np
 import torch
 from matgl.ext.pymatgen import Structure2Graph, get_element_list
-from matgl.graph.data import MGLDataLoader, MGLDataset, collate_fn_graph
+from matgl.graph.data import MGLDataLoader
 from matgl.models import M3GNet
 from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
-from matgl_cgat.data import default_data_dir, load_splits, read_structures
+from matgl_cgat.data import default_data_dir, graph_dataset, load_splits, mgl_collate, read_structures
+from matgl_cgat.graph import graph_library
 
 TARGET = "e_form_pbe"
 
@@ -42,21 +47,16 @@ def load(data_dir: Path, n_train: int, n_val: int, n_test: int):
     }
 
 
-def datasets(parts, converter, workdir: Path, line_graph: bool):
-    """One MGLDataset per split, each in its own fresh folder (MatGL reuses stale caches otherwise)."""
-    out = {}
-    for name, (structures, labels) in parts.items():
-        folder = workdir / name
-        folder.mkdir(parents=True, exist_ok=False)
-        out[name] = MGLDataset(structures=structures, labels={TARGET: labels}, converter=converter,
-                               include_line_graph=line_graph, threebody_cutoff=4.0 if line_graph else None,
-                               save_cache=False, raw_dir=str(folder), save_dir=str(folder))
-    return out
+def datasets(parts, converter, line_graph: bool):
+    """One in-memory MatGL dataset per split (``graph_dataset`` builds it in a fresh folder: MatGL reuses
+    stale caches otherwise). M3GNet's line graphs: in the dataset on MatGL 1.x, built by the model on 4.x."""
+    return {name: graph_dataset(structures, {TARGET: labels}, converter, line_graph=line_graph)
+            for name, (structures, labels) in parts.items()}
 
 
 def train_and_test(name, model, data, mean, std, epochs, lr, batch_size, line_graph, seed):
     pl.seed_everything(seed)
-    collate = (lambda b: collate_fn_graph(b, include_line_graph=True)) if line_graph else collate_fn_graph
+    collate = mgl_collate(line_graph)
     train_loader, val_loader, test_loader = MGLDataLoader(
         train_data=data["train"], val_data=data["val"], test_data=data["test"], collate_fn=collate,
         batch_size=batch_size, num_workers=0, generator=torch.Generator().manual_seed(seed),
@@ -66,7 +66,7 @@ def train_and_test(name, model, data, mean, std, epochs, lr, batch_size, line_gr
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr * 0.05)
     module = ModelLightningModule(model=model, loss="l1_loss", optimizer=optimizer, scheduler=scheduler,
-                                  include_line_graph=line_graph, **module_norm)
+                                  include_line_graph=line_graph and graph_library() == "dgl", **module_norm)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_model_summary=False)
     t0 = time.perf_counter()
@@ -100,13 +100,13 @@ def main() -> None:
 
     cgat = CGAT.from_preset("small")
     cgat.set_normalization(mean, std)
-    cgat_data = datasets(parts, cgat.graph_converter(), args.out / "graphs_cgat", line_graph=False)
+    cgat_data = datasets(parts, cgat.graph_converter(), line_graph=False)
     results.append(train_and_test("CGAT small", cgat, cgat_data, mean, std, args.epochs, 1e-3,
                                   args.batch_size, False, args.seed))
 
     elements = get_element_list([s for split in parts.values() for s in split[0]])
     m3gnet = M3GNet(element_types=elements, is_intensive=True, readout_type="set2set")
-    m3g_data = datasets(parts, Structure2Graph(element_types=elements, cutoff=5.0), args.out / "graphs_m3gnet", True)
+    m3g_data = datasets(parts, Structure2Graph(element_types=elements, cutoff=5.0), line_graph=True)
     results.append(train_and_test("M3GNet", m3gnet, m3g_data, mean, std, args.epochs, 1e-3,
                                   args.batch_size, True, args.seed))
 

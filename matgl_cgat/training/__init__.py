@@ -8,6 +8,7 @@ the examples.
 
 from __future__ import annotations
 
+from ._compile import AUTO_MIN_PASSES, COMPILE_CHOICES, COMPILE_PARTS, compile_core, uncompile_core
 from ._config import RECIPES, TrainConfig, recipe
 from ._data import GraphBatch, GraphDataModule, collate_graphs, dataset_targets
 from ._fit import FitResult, fit
@@ -15,6 +16,9 @@ from ._module import TrainingModule, point_loss
 from ._run import RunFolder, RunFolderMismatch, SafeCheckpointIO, load_checkpoint, read_metrics
 
 __all__ = [
+    "AUTO_MIN_PASSES",
+    "COMPILE_CHOICES",
+    "COMPILE_PARTS",
     "RECIPES",
     "FitResult",
     "GraphBatch",
@@ -25,6 +29,8 @@ __all__ = [
     "TrainConfig",
     "TrainingModule",
     "collate_graphs",
+    "compile_core",
+    "uncompile_core",
     "dataset_targets",
     "fit",
     "load_checkpoint",

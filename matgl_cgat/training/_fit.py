@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ._allocator import keep_freed_memory
 from ._callbacks import GradualUnfreezing, KeepFrozenInEval, StopFile, WeightAveraging
+from ._compile import compiled_for_training
 from ._config import TrainConfig
 from ._data import GraphDataModule, dataset_targets
 from ._module import TrainingModule
@@ -157,7 +158,7 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     run = RunFolder(out_dir_path)
     is_zero = _is_global_zero()
     record = {
-        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers", "allocator")},
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers", "allocator", "compile")},
         "targets": list(targets),
         "model": {"class": type(model).__name__, "start_weights": tensor_digest(model.state_dict())},
         "data": {"train": data_digest(train, targets), "val": data_digest(val, targets)},
@@ -217,7 +218,8 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming
         warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device`.*")
         warnings.filterwarnings("ignore", ".*sync_dist=True.*")  # the module reduces its sums over ranks itself
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
+        with compiled_for_training(model, config.compile, config.epochs * len(train), config.accelerator):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
     # a run resumed after its last epoch trains nothing: it "resumes" at its end
     start_epoch = module.start_epoch if module.start_epoch is not None else trainer.current_epoch
 
