@@ -93,6 +93,11 @@ class FidelityView:
         card["property"] = (card.get("label_columns") or {}).get(self.fidelity, card.get("property"))
         self.metadata = card
         self.sigma_head = model.sigma_head
+        self.metal_head = getattr(model, "metal_head", None)
+
+    def metal_decision(self, g) -> tuple[bool, float]:
+        decided, probability = self.model.metal_decision(g)
+        return bool(decided[0, self.column]), float(probability[0, self.column])
 
     def graph_converter(self):
         return self.model.graph_converter()
@@ -174,6 +179,8 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
                 else:
                     value = model(graph)
             row[name] = float(value)
+            if getattr(model, "metal_head", None) is not None:
+                row[f"{name} metal"] = _metal_decision(model, graph)
             row[f"{name} flags"] = domain_flags(geometry, TrainingDomain.of_model(model))
             if references is not None:
                 row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
@@ -182,6 +189,14 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
             row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
         rows.append(row)
     return rows
+
+
+def _metal_decision(model, graph) -> tuple[bool, float]:
+    """(the gate's decision, its metal probability) for one crystal: (1, T) outputs of a CGAT, column 0."""
+    if isinstance(model, FidelityView):
+        return model.metal_decision(graph)
+    decided, probability = model.metal_decision(graph)
+    return bool(decided[0, 0]), float(probability[0, 0])
 
 
 #: Files beside ``mp_gap.jsonl.gz`` whose values for the same crystals the demo shows too.
@@ -225,6 +240,8 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                     entry["sigma"] = _rounded(r[f"{n} sigma"])
                 if f"{n} label" in r:
                     entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
+                if f"{n} metal" in r:
+                    entry["metal"], entry["metal_probability"] = r[f"{n} metal"][0], _rounded(r[f"{n} metal"][1])
                 flags = _flags(r, n)
                 entry["flags"] = flags.messages() if flags is not None else []
                 item[n] = entry
@@ -245,6 +262,9 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                     line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
                 if f"{n} label" in r:
                     line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
+                if f"{n} metal" in r:
+                    line[f"{n} metal"] = "yes" if r[f"{n} metal"][0] else "no"
+                    line[f"{n} metal probability"] = _rounded(r[f"{n} metal"][1])
                 flags = _flags(r, n)
                 line[f"{n} flags"] = "; ".join(flags.messages()) if flags is not None else ""
             if "reference_id" in r:
@@ -260,12 +280,16 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     labelled = any(f"{n} label" in r for r in rows for n in models)
     with_sigma = any(f"{n} sigma" in r for r in rows for n in models)
 
+    gated = any(f"{n} metal" in r for r in rows for n in models)
+
     def cell(r: dict, n: str) -> str:
-        text = f"{r[n]:+.3f}"
-        if f"{n} sigma" in r:
-            text += f" ± {r[f'{n} sigma']:.3f}"
-        elif with_sigma:
-            text += " " * 8
+        decision = r.get(f"{n} metal")
+        if decision is not None and decision[0]:  # the gate decided: its probability, not a gap and its sigma
+            text = f"metal p {decision[1]:.2f}".ljust(14 if with_sigma else 6)
+        elif f"{n} sigma" in r:
+            text = f"{r[n]:+.3f} ± {r[f'{n} sigma']:.3f}"
+        else:
+            text = f"{r[n]:+.3f}" + (" " * 8 if with_sigma else "")
         label = r.get(f"{n} label", "")
         return text + (f" ({label:+.3f})" if label != "" else "    " if labelled else "")
 
@@ -290,6 +314,9 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     if with_sigma:
         lines.append("(± sigma: the model's standard deviation for this crystal, errors modelled as Laplace: the 68% "
                      "interval is ± 0.81 sigma, the 95% one ± 2.12 sigma; measured coverage in the model card)")
+    if gated:
+        lines.append("(metal p: the model's metal gate calls the crystal a metal (gap below 0.1 eV) with probability p; "
+                     "its threshold was placed on validation; the card gives both error rates)")
     if labelled:
         lines.append("(in brackets: the reference value of the model's own property for the same crystal in the shared "
                      "mp_gap data (DFT; measured for the Exp- models), matched with pymatgen's StructureMatcher)")

@@ -190,3 +190,29 @@ def test_threshold_trade_off_spans_both_extremes(nacl):
     assert called[0] == 1.0 and given[0] == 0.0
     assert called[-1] == 0.0 and given[-1] == 1.0
     assert curve["lowest_metals_given_gap_with_insulators_called_metals_at_most"]["0.02"] is not None
+
+
+def test_predict_table_csv_and_json_show_the_gates_decision(nacl):
+    import json
+
+    from matgl_cgat.predict import format_rows, predict_all
+
+    model = make_model(output_min=0.0)
+    model.set_normalization(2.0, 1.0)
+    model.set_metal_gate(8, threshold=0.5)
+    models = {"gap": model}
+    crystals = {"salt": nacl, "copper": _fcc("Cu", 3.61)}
+    _gate_to(model, 3.0)  # the gate calls everything a metal
+    rows = predict_all(models, crystals)
+    assert [r["gap metal"][0] for r in rows] == [True, True] and all(r["gap"] == 0.0 for r in rows)
+    assert rows[0]["gap metal"][1] == pytest.approx(1 / (1 + np.exp(-3.0)), rel=1e-5)
+    table = format_rows(rows, models, "table")
+    assert "metal p 0.95" in table and "metal gate calls the crystal a metal" in table
+    _gate_to(model, -3.0)  # and now nothing: the regression's gap, no "metal" in the cell
+    rows = predict_all(models, crystals)
+    assert [r["gap metal"][0] for r in rows] == [False, False] and rows[0]["gap"] > 0.1
+    assert "metal p" not in format_rows(rows, models, "table").split("\n")[1]
+    entry = json.loads(format_rows(rows, models, "json"))["predictions"][0]["gap"]
+    assert entry["metal"] is False and entry["metal_probability"] == pytest.approx(0.0474, abs=1e-4)
+    csv_text = format_rows(rows, models, "csv")
+    assert "gap metal,gap metal probability" in csv_text.splitlines()[0] and ",no,0.0474" in csv_text

@@ -140,3 +140,35 @@ def test_measured_gap_card_states_parents_yardsticks_and_meets_the_bar():
     assert yard["gap_hse06_b"]["n"] == 31 and card["test_mae"] < yard["gap_hse06_b"]["mae"]
     assert "metal_decision" in card and "measured gaps" in card["uncertainty_meaning"]
     assert card["test_mae_split_by_parent_overlap"]["not_seen_by_parent"]["n"] > 0
+
+
+#: Shipped gap models whose training labels include metals: each decides metal or not with a gate.
+GATED = ("CGAT-PBE-BandGap", "CGAT-HSE-BandGap", "CGAT-MultiFidelity-BandGap")
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_dft_gap_models_decide_metals_with_a_gate_and_their_cards_say_how_well(name, nacl, no_network):
+    model = matgl.load_model(name)
+    assert model.metal_head is not None
+    copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]])
+    converter = model.graph_converter()
+    metal, _ = model.metal_decision(converter.get_graph(copper)[0])
+    salt, _ = model.metal_decision(converter.get_graph(nacl)[0])
+    columns = [j for j, f in enumerate(model.fidelities or [None]) if f not in NO_METALS_IN_DATA]
+    assert metal[0, columns].all() and not salt[0].any()
+    for j in columns:  # a metal's gap is the floor: the gate decided, not the regression
+        fidelity = (model.fidelities or [None])[j]
+        assert float(model.predict_structure(copper, fidelity=fidelity)) == model.output_min == 0.0
+    gate = model.metadata["metal_gate"]
+    assert {"design", "chosen_by", "threshold_logit", "test_after", "measured_after", "bars", "demo",
+            "test_trade_off"} <= set(gate)
+    assert gate["threshold_logit"] == pytest.approx(model.metal_threshold)
+    assert gate["bars_met"] is False and "trade-off" in gate["why_not"]  # the card says the bars are missed
+    assert set(gate["demo"]) == {"NaCl (rock salt)", "Si (diamond)", "GaAs (zincblende)", "SrTiO3 (perovskite)",
+                                 "Cu (fcc)"}
+
+
+def test_the_measured_gap_model_says_it_decides_no_metal():
+    card = matgl.load_model("CGAT-Exp-BandGap").metadata
+    assert matgl.load_model("CGAT-Exp-BandGap").metal_head is None
+    assert card["metal_decision"].startswith("none:") and "8.7%" in card["metal_decision"]

@@ -283,6 +283,11 @@ class CGAT(MatGLModel):
         """(B, ntargets) booleans: the gate's decision (logit above ``metal_threshold``)."""
         return self.metal_logit(self.represent(g)).float() > self.metal_threshold
 
+    def metal_decision(self, g: AtomGraph) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, ntargets) decisions and metal probabilities from one pass (what ``mgl-cgat predict`` shows)."""
+        logit = self.metal_logit(self.represent(g)).float()
+        return logit > self.metal_threshold, torch.sigmoid(logit)
+
     def represent(self, g: AtomGraph) -> torch.Tensor:
         """Pooled crystal representation (B, readout width): the input of the output network and of the
         uncertainty head. ``g``: a batch of graphs from :class:`CGATGraphConverter` (DGL) or its
