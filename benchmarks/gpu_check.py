@@ -15,7 +15,7 @@ It prints one JSON line per measurement and writes them all to ``--out``. It als
 (``--device cpu``, fewer steps) so that it is tested where no GPU is::
 
     python benchmarks/gpu_check.py --out $OUT/gpu_check.json                 # on the GPU machine
-    python benchmarks/gpu_check.py --device cpu --steps 3 --warmup 1 --sample 40 --models CGAT-PBE-Eform
+    python benchmarks/gpu_check.py --device cpu --steps 2 --warmup 1 --sample 64 --batch-size 32 --models CGAT-PBE-Eform
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.golden fro
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+#: Golden answers on another device: |actual - stored| <= GOLDEN_ATOL + GOLDEN_RTOL |stored|.
+GOLDEN_ATOL, GOLDEN_RTOL = 1e-5, 1e-4
 
 
 def _synchronize(device: torch.device) -> None:
@@ -75,13 +78,17 @@ def golden_on_device(names: list[str], data_dir: Path | None, device: torch.devi
                         parts["metal"].append(model.metal_logit(features))
             _synchronize(device)
             seconds = time.perf_counter() - t0
-            worst = 0.0
+            deviation, within = 0.0, True
             for key, expected in stored[name][set_name].items():
                 actual = torch.cat(parts[key]).double().cpu().numpy()
                 expected = np.asarray(expected, dtype=float)
-                worst = max(worst, float(np.max(np.abs(actual - expected) / (np.abs(expected) + 1e-5))))
+                gap = np.abs(actual - expected)
+                deviation = max(deviation, float(gap.max()))
+                # the golden test's rule (atol + rtol |expected|), with rtol 1e-4 for another device's kernels:
+                # a purely relative measure fails outputs that are close to 0
+                within &= bool(np.all(gap <= GOLDEN_ATOL + GOLDEN_RTOL * np.abs(expected)))
             rows.append({"check": "golden", "model": name, "set": set_name, "structures": len(graphs),
-                         "max_relative_deviation": worst, "within_1e-4": worst <= 1e-4,
+                         "max_abs_deviation": deviation, "within_tolerance": within,
                          "seconds_incl_graph_to_device": round(seconds, 3)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -163,8 +170,11 @@ def main() -> None:
         converter = CGAT.from_preset("small").graph_converter()  # every preset builds the same graph
         graphs = [converter.get_graph(Structure.from_dict(r["structure"]))[0] for r in records]
         y = torch.tensor([r["e_form_pbe"] for r in records], dtype=torch.float32)
-        batches = [(batch_graphs(graphs[s : s + args.batch_size]).to(device), y[s : s + args.batch_size].to(device))
-                   for s in range(0, len(graphs) - args.batch_size + 1, args.batch_size)]
+        size = min(args.batch_size, len(graphs))  # a sample smaller than one batch is one batch
+        if size == 0:
+            raise SystemExit(f"no structures with e_form_pbe in {data_dir / 'mp_gap.jsonl.gz'}")
+        batches = [(batch_graphs(graphs[s : s + size]).to(device), y[s : s + size].to(device))
+                   for s in range(0, len(graphs) - size + 1, size)]
         for preset in args.presets:
             for precision in args.precisions:
                 rows.append(training_speed(preset, precision, batches, device, args.steps, args.warmup))

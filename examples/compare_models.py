@@ -52,8 +52,8 @@ from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
 from matgl_cgat._io import atomic_write_text
-from matgl_cgat.data import batch_line_graph, default_data_dir, graph_dataset, load_splits, mgl_collate, read_structures
-from matgl_cgat.graph import graph_library
+from matgl_cgat.data import (batch_line_graph, default_data_dir, graph_dataset, line_graph_in_batches, load_splits,
+                             mgl_collate, read_structures)
 from matgl_cgat.metrics import metrics_for
 
 MODELS = ("cgat", "m3gnet", "megnet")
@@ -169,7 +169,7 @@ def train_and_test(name: str, parts, target: str, elements, mean: float, std: fl
     # ModelLightningModule steps a scheduler every epoch; a factor-1 ConstantLR keeps the rate fixed.
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     module = ModelLightningModule(model=model, loss="l1_loss", optimizer=optimizer, scheduler=scheduler,
-                                  include_line_graph=line_graph and graph_library() == "dgl", **norm)
+                                  include_line_graph=line_graph_in_batches(line_graph), **norm)
 
     best = BestWeights()
     trainer = pl.Trainer(max_time=timedelta(minutes=args.minutes), max_epochs=10_000, accelerator="cpu",

@@ -30,8 +30,8 @@ from matgl.models import M3GNet
 from matgl.utils.training import ModelLightningModule
 
 from matgl_cgat import CGAT
-from matgl_cgat.data import default_data_dir, graph_dataset, load_splits, mgl_collate, read_structures
-from matgl_cgat.graph import graph_library
+from matgl_cgat.data import (default_data_dir, graph_dataset, line_graph_in_batches, load_splits, mgl_collate,
+                             read_structures)
 
 TARGET = "e_form_pbe"
 
@@ -66,7 +66,7 @@ def train_and_test(name, model, data, mean, std, epochs, lr, batch_size, line_gr
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr * 0.05)
     module = ModelLightningModule(model=model, loss="l1_loss", optimizer=optimizer, scheduler=scheduler,
-                                  include_line_graph=line_graph and graph_library() == "dgl", **module_norm)
+                                  include_line_graph=line_graph_in_batches(line_graph), **module_norm)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_model_summary=False)
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from matgl_cgat.data import DataError
 
@@ -83,6 +84,14 @@ def read_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
     return out
 
 
+class MetalDecision(NamedTuple):
+    """A metal gate's answer for one crystal, as ``predict_all`` rows carry it (``<model> metal``)."""
+
+    metal: bool
+    probability: float
+    below: float  # the gap (eV) under which the gate's training labels counted as metals
+
+
 class FidelityView:
     """One fidelity of a multi-fidelity CGAT, seen as a one-property model (a column of a table)."""
 
@@ -94,10 +103,12 @@ class FidelityView:
         self.metadata = card
         self.sigma_head = model.sigma_head
         self.metal_head = getattr(model, "metal_head", None)
+        self.metal_below = getattr(model, "metal_below", 0.1)
 
-    def metal_decision(self, g) -> tuple[bool, float]:
+    def metal_decision(self, g):
+        """(B, 1) decisions and probabilities of this fidelity's output, as ``CGAT.metal_decision``."""
         decided, probability = self.model.metal_decision(g)
-        return bool(decided[0, self.column]), float(probability[0, self.column])
+        return decided[:, self.column : self.column + 1], probability[:, self.column : self.column + 1]
 
     def graph_converter(self):
         return self.model.graph_converter()
@@ -137,7 +148,8 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
                 skipped: list | None = None) -> list[dict]:
     """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
-    Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head),
+    Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head), ``<model>
+    metal`` (a :class:`MetalDecision`, for models with a metal gate),
     ``<model> flags`` (:class:`~matgl_cgat.domain.DomainFlags` against that model's training domain).
     Each structure is converted once per distinct converter setting, not once per model. With
     ``references`` (``{structure id: {"mat_id", label: value}}``, see
@@ -178,9 +190,11 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
                     row[f"{name} sigma"] = float(sigma)
                 else:
                     value = model(graph)
+                if getattr(model, "metal_head", None) is not None:
+                    decided, probability = model.metal_decision(graph)
+                    row[f"{name} metal"] = MetalDecision(bool(decided[0, 0]), float(probability[0, 0]),
+                                                         float(getattr(model, "metal_below", 0.1)))
             row[name] = float(value)
-            if getattr(model, "metal_head", None) is not None:
-                row[f"{name} metal"] = _metal_decision(model, graph)
             row[f"{name} flags"] = domain_flags(geometry, TrainingDomain.of_model(model))
             if references is not None:
                 row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
@@ -189,14 +203,6 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
             row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
         rows.append(row)
     return rows
-
-
-def _metal_decision(model, graph) -> tuple[bool, float]:
-    """(the gate's decision, its metal probability) for one crystal: (1, T) outputs of a CGAT, column 0."""
-    if isinstance(model, FidelityView):
-        return model.metal_decision(graph)
-    decided, probability = model.metal_decision(graph)
-    return bool(decided[0, 0]), float(probability[0, 0])
 
 
 #: Files beside ``mp_gap.jsonl.gz`` whose values for the same crystals the demo shows too.
@@ -227,8 +233,9 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     """Rows as "csv", "json" or an aligned "table", with units in the headers and rounded values.
 
     CSV columns per model: ``<model> (<units>)``, ``<model> sigma (<units>)``, ``<model> label
-    (<units>)`` (with references), ``<model> flags`` (domain messages joined by ``; ``). JSON nests the
-    same per model: ``{"value", "sigma", "label", "flags": [...]}``.
+    (<units>)`` (with references), ``<model> metal`` and ``<model> metal probability`` (gated models),
+    ``<model> flags`` (domain messages joined by ``; ``). JSON nests the same per model: ``{"value",
+    "sigma", "label", "metal", "metal_probability", "flags": [...]}``.
     """
     if fmt == "json":
         out = []
@@ -241,7 +248,7 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                 if f"{n} label" in r:
                     entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
                 if f"{n} metal" in r:
-                    entry["metal"], entry["metal_probability"] = r[f"{n} metal"][0], _rounded(r[f"{n} metal"][1])
+                    entry["metal"], entry["metal_probability"] = r[f"{n} metal"].metal, _rounded(r[f"{n} metal"].probability)
                 flags = _flags(r, n)
                 entry["flags"] = flags.messages() if flags is not None else []
                 item[n] = entry
@@ -263,8 +270,8 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                 if f"{n} label" in r:
                     line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
                 if f"{n} metal" in r:
-                    line[f"{n} metal"] = "yes" if r[f"{n} metal"][0] else "no"
-                    line[f"{n} metal probability"] = _rounded(r[f"{n} metal"][1])
+                    line[f"{n} metal"] = "yes" if r[f"{n} metal"].metal else "no"
+                    line[f"{n} metal probability"] = _rounded(r[f"{n} metal"].probability)
                 flags = _flags(r, n)
                 line[f"{n} flags"] = "; ".join(flags.messages()) if flags is not None else ""
             if "reference_id" in r:
@@ -280,16 +287,19 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     labelled = any(f"{n} label" in r for r in rows for n in models)
     with_sigma = any(f"{n} sigma" in r for r in rows for n in models)
 
-    gated = any(f"{n} metal" in r for r in rows for n in models)
+    gated = [r[f"{n} metal"] for r in rows for n in models if f"{n} metal" in r]
+    width = 6 + (8 if with_sigma else 0)  # "+0.000 ± 0.000"; a gate's "metal p 0.94" shares the column
+    width = max(width, 12) if gated else width
 
     def cell(r: dict, n: str) -> str:
         decision = r.get(f"{n} metal")
-        if decision is not None and decision[0]:  # the gate decided: its probability, not a gap and its sigma
-            text = f"metal p {decision[1]:.2f}".ljust(14 if with_sigma else 6)
+        if decision is not None and decision.metal:  # the gate decided: its probability, not a gap and a sigma
+            text = f"metal p {decision.probability:.2f}"
         elif f"{n} sigma" in r:
             text = f"{r[n]:+.3f} ± {r[f'{n} sigma']:.3f}"
         else:
-            text = f"{r[n]:+.3f}" + (" " * 8 if with_sigma else "")
+            text = f"{r[n]:+.3f}"
+        text = text.ljust(width)
         label = r.get(f"{n} label", "")
         return text + (f" ({label:+.3f})" if label != "" else "    " if labelled else "")
 
@@ -315,8 +325,9 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
         lines.append("(± sigma: the model's standard deviation for this crystal, errors modelled as Laplace: the 68% "
                      "interval is ± 0.81 sigma, the 95% one ± 2.12 sigma; measured coverage in the model card)")
     if gated:
-        lines.append("(metal p: the model's metal gate calls the crystal a metal (gap below 0.1 eV) with probability p; "
-                     "its threshold was placed on validation; the card gives both error rates)")
+        below = " / ".join(sorted({f"{d.below:g}" for d in gated}))
+        lines.append(f"(metal p: the model's metal gate calls the crystal a metal (gap below {below} eV) with "
+                     "probability p; its threshold was placed on validation; the card gives both error rates)")
     if labelled:
         lines.append("(in brackets: the reference value of the model's own property for the same crystal in the shared "
                      "mp_gap data (DFT; measured for the Exp- models), matched with pymatgen's StructureMatcher)")

@@ -36,7 +36,8 @@ def test_bad_settings_and_old_torch_are_refused(monkeypatch):
         assert part is None and "represent" not in model.__dict__
 
 
-@pytest.mark.skipif(_compile.torch_version() < _compile.MEASURED_TORCH, reason="torch.compile of the core needs torch 2.13+")
+@pytest.mark.skipif(_compile.torch_version() < _compile.MEASURED_TORCH,
+                    reason="torch.compile of the core needs torch 2.13+")
 def test_compiled_core_gives_the_eager_answers_and_copies_use_their_own_weights():
     torch.manual_seed(0)
     model = CGAT.from_preset("small").eval()

@@ -23,7 +23,7 @@ def test_golden_check_passes_for_a_shipped_model_and_notices_a_changed_one(gpu_c
     import matgl
 
     (row,) = gpu_check.golden_on_device(["CGAT-PBE-Eform"], None, torch.device("cpu"))
-    assert row["set"] == "demo" and row["structures"] == 5 and row["within_1e-4"], row
+    assert row["set"] == "demo" and row["structures"] == 5 and row["within_tolerance"], row
     original = matgl.load_model
 
     def perturbed(name, *args, **kwargs):
@@ -34,7 +34,7 @@ def test_golden_check_passes_for_a_shipped_model_and_notices_a_changed_one(gpu_c
 
     monkeypatch.setattr(matgl, "load_model", perturbed)
     (row,) = gpu_check.golden_on_device(["CGAT-PBE-Eform"], None, torch.device("cpu"))
-    assert not row["within_1e-4"] and row["max_relative_deviation"] > 1e-4
+    assert not row["within_tolerance"] and row["max_abs_deviation"] > 1e-4
 
 
 def test_training_speed_trains_and_reports(gpu_check):
@@ -49,3 +49,19 @@ def test_training_speed_trains_and_reports(gpu_check):
     assert row["finite"] and row["structures_per_s"] > 0 and row["batch_size"] == 5
     assert row["last_loss"] < row["first_loss"]
     assert row["peak_memory_mib"] is None  # only measured on CUDA
+
+
+def test_the_whole_script_runs_on_the_cpu_with_a_sample_smaller_than_a_batch(gpu_check, shared_data, tmp_path,
+                                                                           monkeypatch):
+    import json
+    import sys
+
+    out = tmp_path / "check.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", "--data", str(shared_data), "--models",
+                                      "CGAT-PBE-Eform", "--presets", "small", "--precisions", "32-true", "--sample",
+                                      "6", "--steps", "1", "--warmup", "1", "--out", str(out)])
+    gpu_check.main()
+    rows = json.loads(out.read_text())
+    assert [r["check"] for r in rows] == ["stack", "golden", "golden", "training"]
+    assert all(r["within_tolerance"] for r in rows if r["check"] == "golden")
+    assert rows[-1]["batch_size"] == 6 and rows[-1]["finite"]

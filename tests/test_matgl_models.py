@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from matgl_cgat.data import batch_line_graph, graph_dataset, mgl_collate
+from matgl_cgat.data import batch_line_graph, graph_dataset, line_graph_in_batches, mgl_collate
 from matgl_cgat.graph import graph_library
 from matgl_cgat.transfer import apply_policy
 
@@ -38,7 +38,7 @@ def test_matgl_model_trains_its_head_alone_from_package_datasets(kind):
         else MEGNet(element_types=ELEMENTS, nblocks=2, dim_state_embedding=2, cutoff=4.0)
     g, lat, l_g, state_attr, labels = _batch(Structure2Graph(element_types=ELEMENTS, cutoff=4.0), line_graph)
     module = ModelLightningModule(model=model, loss="l1_loss",
-                                  include_line_graph=line_graph and graph_library() == "dgl")
+                                  include_line_graph=line_graph_in_batches(line_graph))
     head = model.final_layer if line_graph else model.output_proj
     apply_policy(model, "head")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

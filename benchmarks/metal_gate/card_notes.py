@@ -3,8 +3,10 @@
 The design of each shipped gap model's metal decision was chosen on validation (fewest insulators
 called metals plus metals given a gap, as rates; ``examples/gate_gap_models.py``). This adds to the
 card what a user needs to trust it: every design's validation score, the issue's bars against the
-test figures, the share of crystals measured at 0.5 eV or more that the model calls metals, and the
-gate's answer for the demo crystals. For ``CGAT-HSE-BandGap`` it also records why the design with
+test figures (and why they are missed, from the gate's own trade-off curve), the share of crystals
+measured at 0.5 eV or more that the model calls metals, and the gate's answer for the demo crystals.
+Where the card splits its test MAE by the PBE parent's training split, that split is recomputed with
+the gate (its answers changed). For ``CGAT-HSE-BandGap`` it also records why the design with
 the best validation score (the HSE model transferred from the jointly gated PBE network,
 ``hse_from_joint_pbe.json``) was not shipped.
 
@@ -91,6 +93,24 @@ def bars(test_after: dict, measured_after: dict) -> dict:
     return out
 
 
+def bars_verdict(gate: dict) -> tuple[bool, str]:
+    """Whether every bar is met on test, and if not why, read off this gate's own trade-off curve."""
+    numeric = [(v["test"] if "test" in v else v["measured"], v["bar"]) for b in gate["bars"].values()
+               for v in b.values() if isinstance(v.get("bar"), float)]
+    met = all(value is not None and value <= bar for value, bar in numeric)
+    if met:
+        return True, ""
+    curve = gate["test_trade_off"]
+    best = curve["lowest_metals_given_gap_with_insulators_called_metals_at_most"]["0.02"]
+    column = curve["column"]
+    own = gate["test_before"][column]["insulators_called_metals"]
+    reach = ("no threshold calls as few as 2% of insulators metals: the regression alone already calls "
+             f"{own:.1%} of them metals and a gate can only add metal calls" if best is None else
+             f"with at most 2% of insulators called metals, the best threshold still gives {best:.1%} of metals a gap")
+    return False, (f"on this gate's own test trade-off ({column}, metal_gate.test_trade_off): {reach}; the 8% bar for "
+                   "metals given a gap needs a better classifier, not another threshold (docs/results.md 10.2)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
@@ -109,7 +129,7 @@ def main() -> None:
             for d in ("before", "gate", "hurdle", "joint") if d in report}
     if card["name"] == "CGAT-HSE-BandGap":
         sigma = json.loads((HERE / "hse_from_joint_pbe_sigma.json").read_text())["val"]
-        gate["designs_compared_on_validation"]["transferred from the jointly gated PBE network"] = {
+        gate.setdefault("designs_compared_on_validation", {})["transferred from the jointly gated PBE network"] = {
             "gap_hse": JOINT_PBE_VAL_SCORE,
             "rejected": f"best validation score, but its refitted uncertainty head is degenerate on validation "
                         f"(mean sigma {sigma['mean_sigma']:.0f} eV, {sigma['coverage_68']:.0%} of errors inside the "
@@ -119,10 +139,7 @@ def main() -> None:
     if "test_mae_split_by_parent_overlap" in card:
         overlap_split(model, card, args.graph_cache)
     gate["bars"] = bars(gate["test_after"], gate["measured_after"])
-    gate["bars_met"] = False
-    gate["why_not"] = ("no threshold of any gate measured meets the first two bars together (docs/results.md 10.2, "
-                       "trade-off curves): with at most 2% of insulators called metals, 27% (PBE) / 30% (HSE) of "
-                       "metals keep a gap")
+    gate["bars_met"], gate["why_not"] = bars_verdict(gate)
     gate["demo"] = demo_answers(model)
     gate["how_to_move_the_threshold"] = (
         "model.set_metal_threshold(logit): a lower logit calls more crystals metals; metal_gate.test_trade_off gives "

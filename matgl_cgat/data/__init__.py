@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._dataset import GraphDataset, load_dataset
 from ._errors import DataError
 from ._higher_fidelity import TARGETS, HigherFidelityTarget, Yardstick, read_columns, target_info, yardstick_table, yardstick_values
-from ._mgl import batch_line_graph, graph_dataset, mgl_collate
+from ._mgl import batch_line_graph, graph_dataset, line_graph_in_batches, mgl_collate
 from ._paths import ENV_VAR, default_data_dir
 from ._prepare import prepare_splits
 from ._sources import Records, read_structures
@@ -27,6 +27,7 @@ __all__ = [
     "default_data_dir",
     "graph_dataset",
     "batch_line_graph",
+    "line_graph_in_batches",
     "mgl_collate",
     "load_dataset",
     "load_splits",

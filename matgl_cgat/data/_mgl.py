@@ -63,6 +63,12 @@ def mgl_collate(line_graph: bool = False):
     return collate_fn_graph
 
 
+def line_graph_in_batches(line_graph: bool) -> bool:
+    """Whether batches of a ``line_graph`` dataset carry line graphs (MatGL 1.x only): the value for
+    ``ModelLightningModule(include_line_graph=...)``."""
+    return line_graph and graph_library() == "dgl"
+
+
 def batch_line_graph(batch) -> tuple:
     """``(g, lattice, line_graph or None, state_attr, labels)`` of a batch from :func:`mgl_collate`."""
     if len(batch) == 5:

@@ -6,10 +6,10 @@ What is compiled is the plain-torch part only: the graph-library adapter (DGL or
 Shapes are dynamic (every batch has its own atom count), so one compilation serves every batch.
 
 Measured side by side on the 2-core CPU (``benchmarks/core_speed.py --compile``, ``small`` preset, 512
-structures, batch 64, fp32; ``benchmarks/RESULTS.md``): with torch 2.13 (the PyG stack) compiling the
-whole representation trains at 1.29x and predicts at 1.41x the eager speed, the blocks alone at 1.15x
-and 1.29x, with outputs equal to 4e-9; compiling and warming up costs about 50 s, so it pays after
-roughly 8,000 structure passes. With torch 2.2 (the DGL stack) the compiler fails on the custom
+structures, batch 64, fp32, three rounds; ``benchmarks/RESULTS.md``): with torch 2.13 (the PyG stack)
+compiling the whole representation trains at 1.12-1.30x and predicts at 1.41-2.07x the eager speed, the
+blocks alone at 1.10-1.15x and 1.29-1.82x, with outputs equal to 4e-9; compiling and warming up costs
+38-52 s, so it pays after roughly 5,000-12,000 structure passes. With torch 2.2 (the DGL stack) the compiler fails on the custom
 autograd functions of the attention blocks. Hence ``"auto"``: the representation is compiled for a
 CPU training run of at least :data:`AUTO_MIN_PASSES` structure passes on torch 2.13 or newer, and
 nowhere else (no GPU measurement exists yet).
@@ -29,7 +29,7 @@ COMPILE_PARTS = ("blocks", "represent")
 #: Settings of ``TrainConfig.compile``.
 COMPILE_CHOICES = ("auto", "off", *COMPILE_PARTS)
 #: ``"auto"`` compiles a training run of at least this many structure passes (epochs x training set):
-#: 2.5x the measured break-even, as the compile time varies between machines.
+#: 1.7-3.7x the measured break-even, as the compile time and the gain vary between machines and runs.
 AUTO_MIN_PASSES = 20_000
 #: Oldest torch on which compiling the core was measured to work and to be faster.
 MEASURED_TORCH = (2, 13)

@@ -61,8 +61,8 @@ class TrainConfig:
             The logged MAE is then the non-metals' MAE.
         compile: ``torch.compile`` of the model core for this run (outputs equal to 4e-9; eager again
             afterwards): ``"auto"`` (default) compiles the representation for a CPU run of at least
-            ``AUTO_MIN_PASSES`` structure passes on torch 2.13 or newer, where it was measured 1.29x
-            faster (see ``_compile.py``), and nowhere else; ``"off"``; ``"represent"`` or ``"blocks"``
+            ``AUTO_MIN_PASSES`` structure passes on torch 2.13 or newer, where it was measured
+            1.12-1.30x faster (see ``_compile.py``), and nowhere else; ``"off"``; ``"represent"`` or ``"blocks"``
             to force it.
         progress: progress bar.
     """

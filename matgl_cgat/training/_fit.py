@@ -158,7 +158,9 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     run = RunFolder(out_dir_path)
     is_zero = _is_global_zero()
     record = {
-        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers", "allocator", "compile")},
+        # settings that change how fast a run goes, not what it computes, may differ when it resumes
+        "config": {k: v for k, v in config.to_dict().items()
+                   if k not in ("progress", "num_workers", "allocator", "compile")},
         "targets": list(targets),
         "model": {"class": type(model).__name__, "start_weights": tensor_digest(model.state_dict())},
         "data": {"train": data_digest(train, targets), "val": data_digest(val, targets)},
