@@ -36,8 +36,9 @@ def shared_sample(data_dir: Path) -> list:
     return rows
 
 
-def raw_outputs(model, structures: list) -> dict[str, list]:
-    """``{"out": (B, T[, +T]) normalised outputs, "sigma": log sigmas, "metal": logits}`` as lists."""
+def raw_outputs(model, structures: list, device=None) -> dict[str, list]:
+    """``{"out": (B, T[, +T]) normalised outputs, "sigma": log sigmas, "metal": logits}`` as lists; with
+    ``device``, the batches go there (the model must be there already: ``benchmarks/gpu_check.py``)."""
     from matgl_cgat.graph import batch_graphs
 
     converter = model.graph_converter()
@@ -46,7 +47,8 @@ def raw_outputs(model, structures: list) -> dict[str, list]:
     parts: dict[str, list] = {"out": [], "sigma": [], "metal": []}
     with torch.no_grad():
         for start in range(0, len(graphs), 50):
-            features = model.represent(batch_graphs(graphs[start : start + 50]))
+            batch = batch_graphs(graphs[start : start + 50])
+            features = model.represent(batch if device is None else batch.to(device))
             parts["out"].append(model.head_output(features))
             if model.sigma_head is not None:
                 parts["sigma"].append(model.sigma_output(features))
