@@ -73,6 +73,22 @@ def test_several_targets_keyed_by_id(tmp_path):
     assert len(strict) == 5 and strict.skipped[0][0] == "m-1" and "'gap'" in strict.skipped[0][1]
 
 
+def test_computed_label_for_delta_learning(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", records())
+    ds = load_dataset(tmp_path / "d.jsonl", "e_form", progress=False)
+    part = ds.subset([1, 3, 4])
+    potential = {f"m-{i}": -0.05 * i for i in range(6)}
+    residual = {rid: y - potential[rid] for rid, y in zip(ds.ids, ds.labels["e_form"])}
+    delta = part.with_label("residual", residual)
+    assert delta.ids == ["m-1", "m-3", "m-4"] and delta.target == "residual"
+    assert delta[1][3] == {"residual": pytest.approx(-0.3 + 0.15)}
+    np.testing.assert_allclose(delta.labels["e_form"], [-0.1, -0.3, -0.4])  # the original label stays
+    with pytest.raises(DataError, match=r"label 'residual': no finite value for 1 of 3 structures \(first: m-3\)"):
+        part.with_label("residual", {k: v for k, v in residual.items() if k != "m-3"})
+    with pytest.raises(ValueError, match="already a label"):
+        part.with_label("e_form", residual)
+
+
 def _alexandria_file(path, start: int, n: int) -> None:
     entries = []
     for i, s in enumerate(structures(start + n)[start:], start=start):

@@ -429,6 +429,26 @@ class GraphDataset(torch.utils.data.Dataset):
         return GraphDataset(self.root, self._index, targets[0], self._rows[np.flatnonzero(have)], self._store,
                             self._keepalive, targets, self._labels)
 
+    def with_label(self, name: str, values: dict[str, float]) -> GraphDataset:
+        """The same items returning a computed label ``name`` (``values``: id -> number), for example the
+        residual of a loaded target against a universal potential (Δ-learning). Every item must have a
+        finite value: a missing one is a :class:`DataError` naming the ids, never a silent drop."""
+        if name in self.targets:
+            raise ValueError(f"{name!r} is already a label of this dataset")
+        all_ids = self._index["ids"]
+        column = np.full(len(all_ids), np.nan)
+        for position, rid in enumerate(all_ids):
+            value = values.get(rid)
+            if value is not None:
+                column[position] = float(value)
+        missing = [all_ids[r] for r in self._rows if not np.isfinite(column[r])]
+        if missing:
+            raise DataError(f"label {name!r}: no finite value for {len(missing)} of {len(self)} structures "
+                            f"(first: {', '.join(missing[:5])})")
+        index = {**self._index, "targets": [*self.targets, name]}
+        return GraphDataset(self.root, index, name, self._rows, self._store, self._keepalive,
+                            label_arrays={**self._labels, name: column})
+
     def keeping_labels(self, ids_per_target: dict[str, Iterable[str]]) -> GraphDataset:
         """The same items with each listed target's labels kept only for the given ids (NaN elsewhere);
         targets not listed are unchanged. Rows left without any label are dropped.

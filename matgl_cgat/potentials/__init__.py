@@ -1,0 +1,45 @@
+"""Universal interatomic potentials as a cheap, large-data fidelity (issue #34).
+
+Potentials trained on 10^5-10^6 PBE or r2SCAN calculations (MatGL's M3GNet/TensorNet-MatPES, CHGNet,
+SevenNet, MACE) give formation enthalpies that beat a CGAT trained on this package's 35,592 PBE
+crystals; CGAT's place is to learn what they still get wrong. This package computes a potential's
+formation enthalpy for any structures (:func:`formation_enthalpies`: its own elemental references,
+static or relaxed, batched, cached, resumable) and the cheapest fix on top of it, a per-element linear
+correction of its residual (:class:`ElementCorrection`). The model core never imports it.
+"""
+
+from __future__ import annotations
+
+from ._cache import ENV_VAR, EnergyCache, ReferenceCache, default_cache_dir, structure_digest
+from ._correction import ElementCorrection
+from ._energy import CalculatorEnergy, EnergySource, MatGLPotentialEnergy, load_potential
+from ._enthalpy import EnthalpyResult, formation_enthalpies
+from ._errors import PotentialError
+from ._references import (Candidate, ElementalReferences, data_file_candidates, elemental_references,
+                          hand_built_candidates)
+from ._relax import OPTIMIZERS, RelaxOptions, Relaxed, relax_atoms
+
+__all__ = [
+    "ENV_VAR",
+    "OPTIMIZERS",
+    "CalculatorEnergy",
+    "Candidate",
+    "ElementCorrection",
+    "ElementalReferences",
+    "EnergyCache",
+    "EnergySource",
+    "EnthalpyResult",
+    "MatGLPotentialEnergy",
+    "PotentialError",
+    "ReferenceCache",
+    "RelaxOptions",
+    "Relaxed",
+    "data_file_candidates",
+    "default_cache_dir",
+    "elemental_references",
+    "formation_enthalpies",
+    "hand_built_candidates",
+    "load_potential",
+    "relax_atoms",
+    "structure_digest",
+]
