@@ -120,6 +120,59 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enthalpy(args: argparse.Namespace) -> int:
+    """A universal potential's formation enthalpies (matgl_cgat.potentials), printed or written."""
+    import json
+
+    from matgl_cgat._io import atomic_write_text
+    from matgl_cgat.data import default_data_dir
+    from matgl_cgat.potentials import RelaxOptions, formation_enthalpies, load_potential
+    from matgl_cgat.predict import example_structures, read_structure_files
+
+    if args.out and args.out.suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out {args.out}: write .csv or .json")
+    skipped: list = []
+    structures = read_structure_files(args.files, args.on_error, skipped) if args.files else example_structures()
+    relax = (RelaxOptions(args.optimizer, args.fmax, args.steps, not args.fixed_cell) if args.relax else None)
+    if args.reference_data == "none":
+        reference_data = None
+    elif args.reference_data == "auto":
+        folder = default_data_dir()
+        reference_data = folder / "mp_gap.jsonl.gz" if folder is not None else None
+    else:
+        reference_data = Path(args.reference_data)
+        if not reference_data.is_file():
+            raise FileNotFoundError(f"--reference-data {reference_data}: no such file")
+    source = load_potential(args.potential, batch_size=args.batch_size)
+    result = formation_enthalpies(list(structures.values()), source, ids=list(structures), relax=relax,
+                                  reference_data=reference_data, cache_dir=args.cache, on_error=args.on_error,
+                                  progress=not args.quiet)
+    rows = [{"id": rid, "formula": structures[rid].composition.reduced_formula,
+             "e_form_eV_per_atom": None if rid in result.skipped else round(float(e), 5),
+             "energy_eV": None if rid in result.skipped else round(float(t), 5)}
+            for rid, e, t in zip(result.ids, result.e_form, result.energy)]
+    kept = [r for r in rows if r["e_form_eV_per_atom"] is not None]
+    if args.out and args.out.suffix.lower() == ".json":
+        atomic_write_text(args.out, json.dumps({"potential": result.potential, "mode": result.mode,
+                                                "references": result.references.origins, "rows": kept,
+                                                "skipped": result.skipped}, indent=1))
+    elif args.out:
+        lines = ["id,formula,e_form_eV_per_atom,energy_eV"]
+        lines += [f"{r['id']},{r['formula']},{r['e_form_eV_per_atom']},{r['energy_eV']}" for r in kept]
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
+    if args.out:
+        print(f"wrote {len(kept)} formation enthalpies to {args.out}")
+    else:
+        width = max([len(r["id"]) for r in rows] + [4])
+        print(f"{'id':{width}s}  {'formula':10s}  {'E_form (eV/atom)':>16s}")
+        for r in kept:
+            print(f"{r['id']:{width}s}  {r['formula']:10s}  {r['e_form_eV_per_atom']:16.4f}")
+        print(f"({source.name}, {result.mode}; elemental references computed by the same potential)")
+    for where, why in [*skipped, *result.skipped.items()]:
+        print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
+    return 0 if kept else 2
+
+
 def _data_args(p: argparse.ArgumentParser, target_required: bool = True) -> None:
     p.add_argument("--data", default=None, help="data file or folder (JSON lines, Alexandria, CIF+id_prop.csv, "
                    "extxyz); default: the shared mp_gap.jsonl.gz ($MATGL_CGAT_DATA or ../shared/data/mp_gap)")
@@ -448,6 +501,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "crystal in a JSON-lines data file: a path, 'mp_gap' (the shared data), 'none', or 'auto' "
                    "(default: the shared data for the built-in crystals, when it is there)")
     p.set_defaults(func=_predict)
+
+    h = sub.add_parser("enthalpy", help="formation enthalpies from a universal potential (its own elemental "
+                       "references; static or relaxed; cached, resumable)")
+    h.add_argument("files", nargs="*", help="structure files as for predict (default: the built-in crystals)")
+    h.add_argument("--potential", required=True, help="a MatGL potential: name in MatGL's cache (e.g. "
+                   "M3GNet-MatPES-r2SCAN-v2025.1-PES) or its folder")
+    h.add_argument("--relax", action="store_true", help="relax each structure first (default: static energy "
+                   "on the given cell)")
+    h.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])
+    h.add_argument("--fmax", type=float, default=0.05, help="force tolerance, eV/A (default: %(default)s)")
+    h.add_argument("--steps", type=int, default=500, help="most optimiser steps (default: %(default)s)")
+    h.add_argument("--fixed-cell", action="store_true", help="with --relax: keep the cell, move atoms only")
+    h.add_argument("--reference-data", default="auto", help="JSON-lines file whose elemental crystals are "
+                   "reference candidates too: a path, 'none', or 'auto' (the shared mp_gap.jsonl.gz when present)")
+    h.add_argument("--cache", type=Path, default=None, help="energy cache folder (default: $MATGL_CGAT_CACHE or "
+                   "~/.cache/matgl_cgat, then potentials/)")
+    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    h.add_argument("--out", type=Path, help="write .csv or .json instead of printing")
+    h.add_argument("--quiet", action="store_true", help="no progress bars")
+    h.set_defaults(func=_enthalpy)
 
     m = sub.add_parser("models", help="list the shipped models with their model cards")
     m.set_defaults(func=_models)

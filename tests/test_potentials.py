@@ -235,8 +235,37 @@ def test_matgl_potential_by_name_batched_equals_its_calculator(matgl_cache, nacl
         load_potential("CGAT-PBE-Eform")
 
 
-def test_matgl_potential_nacl_formation_enthalpy_is_close_to_measured(matgl_cache, nacl, tmp_path):
-    result = formation_enthalpies([nacl], R2SCAN, ids=["NaCl"], cache_dir=tmp_path, progress=False)
+@pytest.fixture(scope="module")
+def r2scan_energies(tmp_path_factory):
+    """One energy cache for the MatPES tests of this module: the Na and Cl references are relaxed once."""
+    return tmp_path_factory.mktemp("r2scan_energies")
+
+
+def test_matgl_potential_nacl_formation_enthalpy_is_close_to_measured(matgl_cache, nacl, r2scan_energies):
+    result = formation_enthalpies([nacl], R2SCAN, ids=["NaCl"], cache_dir=r2scan_energies, progress=False)
     assert result.references.origins == {"Na": "bcc (hand-built, ASE standard state)", "Cl": "Cl2 (hand-built)"}
     # measured: -2.13 eV/atom (NBS tables); r2SCAN DFT gives about -2.0
     assert -2.4 < result.e_form[0] < -1.8
+
+
+def test_cli_enthalpy_writes_values_and_answers_mistakes_in_one_line(matgl_cache, nacl, tmp_path, r2scan_energies,
+                                                                     capsys):
+    from matgl_cgat.cli import main
+
+    nacl.to(filename=str(tmp_path / "NaCl.cif"))
+    out = tmp_path / "h.csv"
+    args = ["enthalpy", str(tmp_path / "NaCl.cif"), "--potential", R2SCAN, "--reference-data", "none",
+            "--cache", str(r2scan_energies), "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    header, row = out.read_text().strip().split("\n")
+    assert header == "id,formula,e_form_eV_per_atom,energy_eV" and row.startswith("NaCl,NaCl,")
+    assert -2.4 < float(row.split(",")[2]) < -1.8
+    assert main(args) == 0  # printed, from the cache this time
+    assert "NaCl" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "h.txt")]) == 2
+    assert "write .csv or .json" in capsys.readouterr().err
+    assert main(["enthalpy", "--potential", "No-Such-Potential", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mgl-cgat: error:") and "No-Such-Potential" in err and err.count("\n") == 1
+    assert main(["enthalpy", "--potential", "CGAT-PBE-Eform", "--quiet"]) == 2
+    assert "not a MatGL Potential" in capsys.readouterr().err
