@@ -217,10 +217,20 @@ def matgl_cache(tmp_path, monkeypatch):
     return cache
 
 
+def matgl_major() -> int:
+    import matgl
+
+    return int(matgl.__version__.split(".")[0])
+
+
 def test_matgl_potential_by_name_batched_equals_its_calculator(matgl_cache, nacl, no_network):
     from matgl_cgat.potentials import MatGLPotentialEnergy, load_potential
 
-    source = load_potential(R2SCAN, batch_size=4)
+    if matgl_major() >= 3:  # these weights predate MatGL 3's message passing: the user is told
+        with pytest.warns(UserWarning, match="weights saved by MatGL 2 or earlier give wrong energies"):
+            source = load_potential(R2SCAN, batch_size=4)
+    else:
+        source = load_potential(R2SCAN, batch_size=4)
     assert isinstance(source, MatGLPotentialEnergy) and source.identity.startswith(R2SCAN + "|matgl")
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -242,15 +252,20 @@ def r2scan_energies(tmp_path_factory):
 
 
 def test_matgl_potential_nacl_formation_enthalpy_is_close_to_measured(matgl_cache, nacl, r2scan_energies):
+    if matgl_major() >= 3:
+        pytest.skip("the shared MatPES weights predate MatGL 3.0's message passing and give wrong energies on this "
+                    "MatGL (NaCl -1.09 eV/atom, measured -2.13); MatGLPotentialEnergy warns (tested above)")
     result = formation_enthalpies([nacl], R2SCAN, ids=["NaCl"], cache_dir=r2scan_energies, progress=False)
     assert result.references.origins == {"Na": "bcc (hand-built, ASE standard state)", "Cl": "Cl2 (hand-built)"}
     # measured: -2.13 eV/atom (NBS tables); r2SCAN DFT gives about -2.0
     assert -2.4 < result.e_form[0] < -1.8
 
 
-def test_cli_enthalpy_writes_values_and_answers_mistakes_in_one_line(matgl_cache, nacl, tmp_path, r2scan_energies,
-                                                                     capsys):
+def test_cli_enthalpy_writes_values(matgl_cache, nacl, tmp_path, r2scan_energies, capsys):
     from matgl_cgat.cli import main
+
+    if matgl_major() >= 3:
+        pytest.skip("the shared MatPES weights give wrong energies on MatGL 3 and later (see the test above)")
 
     nacl.to(filename=str(tmp_path / "NaCl.cif"))
     out = tmp_path / "h.csv"
@@ -262,10 +277,29 @@ def test_cli_enthalpy_writes_values_and_answers_mistakes_in_one_line(matgl_cache
     assert -2.4 < float(row.split(",")[2]) < -1.8
     assert main(args) == 0  # printed, from the cache this time
     assert "NaCl" in capsys.readouterr().out
-    assert main([*args, "--out", str(tmp_path / "h.txt")]) == 2
+
+
+def test_cli_enthalpy_answers_mistakes_in_one_line(tmp_path, capsys):
+    from matgl_cgat.cli import main
+
+    assert main(["enthalpy", "--potential", "X", "--out", str(tmp_path / "h.txt")]) == 2
     assert "write .csv or .json" in capsys.readouterr().err
     assert main(["enthalpy", "--potential", "No-Such-Potential", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mgl-cgat: error:") and "No-Such-Potential" in err and err.count("\n") == 1
     assert main(["enthalpy", "--potential", "CGAT-PBE-Eform", "--quiet"]) == 2
     assert "not a MatGL Potential" in capsys.readouterr().err
+
+
+def test_pyg_potential_folder_saved_under_old_module_names_loads_weights_only():
+    folder = SHARED_MODELS / "TensorNet-MatPES-r2SCAN-v2025.1-PES"
+    if not (folder / "model.pt").is_file():
+        pytest.skip(f"shared MatGL models not found at {SHARED_MODELS}")
+    if matgl_major() < 2:
+        pytest.skip("TensorNet-MatPES is a MatGL 2+ (PyG) model")
+    from matgl.apps.pes import Potential
+
+    from matgl_cgat.pretrained import load_model
+
+    model = load_model(folder)  # its model.json names matgl.apps._pes_pyg, which MatGL 4 calls matgl.apps.pes
+    assert isinstance(model, Potential) and type(model.model).__name__ == "TensorNet"

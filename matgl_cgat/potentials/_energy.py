@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Sequence
 
 from ._errors import PotentialError
@@ -114,13 +115,20 @@ class MatGLPotentialEnergy(EnergySource):
             digest.update(key.encode())
             digest.update(tensor.detach().to(torch.float64).cpu().numpy().tobytes())
         major = matgl.__version__.split(".")[0]
+        if int(major) >= 3:
+            warnings.warn(
+                f"MatGL {matgl.__version__}: MatGL 3.0 changed M3GNet's and TensorNet's message passing, and weights "
+                "saved by MatGL 2 or earlier give wrong energies here. Measured with the MatPES v2025.1 folders: "
+                "NaCl's formation enthalpy -1.09 (M3GNet-r2SCAN) and -1.19 (TensorNet-r2SCAN) eV/atom on MatGL "
+                "4.1.2, against -2.08 on MatGL 1.3 and -2.13 measured. Check this potential against DFT labels, "
+                "or use those weights on the [dgl] stack (MatGL 1.3).", UserWarning, stacklevel=2)
         self.identity = f"{self.name}|matgl{major}|sha256:{digest.hexdigest()[:16]}"
         self.elements = frozenset(potential.model.element_types)
 
     def calculator(self):
         from matgl.ext.ase import PESCalculator
 
-        return PESCalculator(self.potential)
+        return PESCalculator(self.potential, stress_unit="eV/A3")  # ASE's unit; MatGL defaults to GPa
 
     def static_energies(self, structures: Sequence, labels: Sequence[str]) -> list[float | PotentialError]:
         from matgl_cgat.graph import graph_library

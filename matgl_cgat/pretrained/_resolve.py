@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 FILES = ("model.json", "model.pt", "state.pt")
+#: Buffers older checkpoints carry that newer MatGL derives instead; dropped where the model has none.
+_DERIVED_BUFFERS = (".onehot",)
 SHIPPED, REGISTERED = "shipped", "registered"
 #: Packages whose classes a model.json may name: installed model code, constructed from plain values.
 SAFE_PACKAGES = ("matgl.models", "matgl.apps", "matgl_cgat.models")
@@ -147,7 +149,16 @@ def model_class(module: Any, name: Any, where: Path) -> type:
     try:
         cls = getattr(importlib.import_module(module), name, None)
     except ImportError as exc:
-        raise ValueError(f"{where}: cannot import {module} ({exc})") from None
+        # MatGL 4 made its private model modules public (``matgl.models._tensornet_pyg`` ->
+        # ``matgl.models``, ``matgl.apps._pes_pyg`` -> ``matgl.apps.pes``) and maps old names the same way
+        public = ("matgl.models" if module.startswith("matgl.models._") else
+                  "matgl.apps.pes" if module.startswith("matgl.apps._pes") else None)
+        try:
+            cls = getattr(importlib.import_module(public), name, None) if public else None
+        except ImportError:
+            cls = None
+        if cls is None:
+            raise ValueError(f"{where}: cannot import {module} ({exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and issubclass(cls, IOMixIn)):
         raise UnsafeModelError(f"{where}: {module}.{name} is not a MatGL model class")
     return cls
@@ -189,6 +200,10 @@ def load_folder(folder: Path):
             if not key.startswith("@"):
                 args[key] = value
         model = cls(**args)
+        own = model.state_dict()
+        # MatGL 4 derives AtomRef's identity-matrix cache (``.onehot``) that older checkpoints still carry
+        # (MatGL's own loader ignores exactly that suffix); every other key must match
+        state = {k: v for k, v in state.items() if k in own or not k.endswith(_DERIVED_BUFFERS)}
         model.load_state_dict(state, strict=True)
     except (TypeError, RuntimeError, KeyError) as exc:
         raise ValueError(f"{folder}: the saved arguments or weights do not fit {cls.__name__} ({exc})") from None
