@@ -303,3 +303,15 @@ def test_pyg_potential_folder_saved_under_old_module_names_loads_weights_only():
 
     model = load_model(folder)  # its model.json names matgl.apps._pes_pyg, which MatGL 4 calls matgl.apps.pes
     assert isinstance(model, Potential) and type(model.model).__name__ == "TensorNet"
+
+
+def test_element_without_any_reference_candidate_is_named_or_counted(tmp_path):
+    # Pu: no data file here, and ASE tabulates no standard state, so there is no candidate at all
+    pu_cu = Structure(Lattice.cubic(3.8), ["Pu", "Cu", "Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    anything = CalculatorEnergy(EMT(), name="EMT-any")  # no element table: the reference is what fails
+    with pytest.raises(PotentialError, match="Pu: no elemental reference from EMT-any: no candidate crystal"):
+        formation_enthalpies([pu_cu], anything, ids=["pucu3"], cache_dir=tmp_path, progress=False)
+    result = formation_enthalpies([pu_cu, fcc("Cu", 3.6)], anything, ids=["pucu3", "cu"], cache_dir=tmp_path,
+                                  on_error="skip", progress=False)
+    assert list(result.skipped) == ["pucu3"] and "no elemental reference for Pu" in result.skipped["pucu3"]
+    assert "Pu" in result.references.missing and np.isfinite(result.e_form[1])

@@ -141,11 +141,18 @@ def formation_enthalpies(
     if references is None:
         needed = {el.symbol for rid in usable for el in by_id[rid].composition.elements}
         references = elemental_references(source, needed, data_file=reference_data, relax=reference_relax,
-                                          cache_dir=cache_dir, progress=progress)
+                                          cache_dir=cache_dir, on_error=on_error, progress=progress)
     elif references.identity != source.identity:
         raise ValueError(f"the references were computed by {references.identity.split('|')[0]}, not by "
                          f"{source.name}: a formation enthalpy needs both from the same potential")
 
+    for rid in list(usable):  # a structure holding an element without a reference has no value
+        lacking = sorted(el.symbol for el in by_id[rid].composition.elements if el.symbol not in references.energies)
+        if lacking:
+            usable.remove(rid)
+            fail(rid, PotentialError(f"{rid}: no elemental reference for {', '.join(lacking)}"
+                                     + "".join(f" ({references.missing[el]})" for el in lacking
+                                               if el in references.missing)))
     cache = EnergyCache(cache_dir, source.identity, mode)
     digests = {rid: structure_digest(by_id[rid]) for rid in usable}
     todo = [rid for rid in usable if cache.get(rid, digests[rid]) is None]

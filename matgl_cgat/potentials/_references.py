@@ -61,6 +61,7 @@ class ElementalReferences:
     identity: str
     energies: dict[str, float] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # element -> why it has no reference
 
     def formation_enthalpy(self, structure, total_energy: float) -> float:
         """(E_total - sum of n_el * mu_el) / N, eV/atom; a missing element is a ``KeyError`` naming it."""
@@ -140,6 +141,7 @@ def elemental_references(
     data_file: str | Path | None = None,
     relax: RelaxOptions = RelaxOptions(keep_symmetry=True),
     cache_dir: str | Path | None = None,
+    on_error: str = "raise",
     progress: bool = True,
 ) -> ElementalReferences:
     """The potential's own elemental references for ``elements`` (see the module docstring).
@@ -151,20 +153,29 @@ def elemental_references(
             example ``mp_gap.jsonl.gz``); None uses hand-built candidates alone.
         relax: relaxation settings for the candidates (molecules relax without their box).
         cache_dir: where results are kept (default :func:`default_cache_dir`).
+        on_error: ``"raise"`` (default): an element without a reference raises; ``"skip"``: it is left
+            out and listed with why in ``missing`` (every structure holding it then has no value).
         progress: show a progress bar.
 
     Raises:
-        PotentialError: an element outside the potential's table, or one for which no candidate relaxed.
+        PotentialError: an element outside the potential's table, or one for which no candidate relaxed
+            (a candidate-less element: not in the data file and no standard state tabulated by ASE).
     """
     from pymatgen.io.ase import AseAtomsAdaptor
     from tqdm.auto import tqdm
 
     elements = sorted(set(elements))
+    missing: dict[str, str] = {}
+
+    def fail(el: str, why: str) -> None:
+        if on_error == "raise":
+            raise PotentialError(why)
+        missing[el] = why
+
     if source.elements is not None:
-        outside = [el for el in elements if el not in source.elements]
-        if outside:
-            raise PotentialError(f"no elemental reference possible for {', '.join(outside)}: outside "
-                                 f"{source.name}'s table")
+        for el in [el for el in elements if el not in source.elements]:
+            fail(el, f"no elemental reference possible for {el}: outside {source.name}'s table")
+        elements = [el for el in elements if el not in missing]
     data_key = f"data={Path(data_file).name}" if data_file else "data=none"
     cache = ReferenceCache(cache_dir or default_cache_dir(), source.identity,
                            f"{relax.key()};{data_key}")
@@ -185,14 +196,17 @@ def elemental_references(
                 continue
             results.append((relaxed.energy / len(c.structure), c.origin))
         if not results:
-            raise PotentialError(f"{el}: no candidate elemental crystal relaxed with {source.name}: "
-                                 + ("; ".join(failures) or "no candidate found"))
+            fail(el, f"{el}: no elemental reference from {source.name}: " + ("; ".join(failures) or (
+                "no candidate crystal (none in the data file, and ASE tabulates no standard state)")))
+            continue
         energy, origin = min(results)
         cache.entries[el] = {"energy_per_atom": energy, "origin": origin, "relaxed": len(results),
                              "failed": failures}
         cache.save()
-    refs = ElementalReferences(source.identity)
+    refs = ElementalReferences(source.identity, missing=missing)
     for el in elements:
+        if el in missing:
+            continue
         refs.energies[el] = float(cache.entries[el]["energy_per_atom"])
         refs.origins[el] = cache.entries[el]["origin"]
     return refs
