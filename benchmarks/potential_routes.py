@@ -13,8 +13,8 @@ crystals as ``examples/cross_functional.py`` picks for each seed) it scores on t
   correction leaves).
 
 Potential values come from ``examples/potential_labels.py`` (``--labels`` folder of CSV files). The
-CGAT routes use the cross-functional recipe (20 epochs, one cycle peaking at 3e-4, best epoch by
-validation) and are resumable (one run folder each). Every row records the validation MAE, by which
+CGAT routes use the cross-functional recipe of the transfer rows in ``docs/results.md`` 10.1 (20
+epochs, one cycle peaking at 3e-4, bf16-mixed, best epoch by validation) and are resumable (one run folder each). Every row records the validation MAE, by which
 a route is chosen, and the test MAE, which is only reported. Writes ``<runs>/<target>_routes.json``.
 
     python benchmarks/potential_routes.py --target e_form_r2scan --labels runs/labels/M3GNet-MatPES-r2SCAN \\
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", default="bf16-mixed", help="as the transfer rows of docs/results.md 10.1")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("runs/potential_routes"))
     parser.add_argument("--graph-cache", type=Path, default=Path("runs/graph_cache"))
@@ -133,6 +134,7 @@ def main() -> None:
                                         val.with_label("residual", residual), policy="full", renormalize=True,
                                         epochs=args.epochs, lr=args.lr, period=args.epochs,
                                         batch_size=args.batch_size, seed=seed, output_min=None,
+                                        precision=args.precision,
                                         out_dir=args.runs / f"{args.target}_{route}_n{size}_s{seed}")
                 pred_val = start["val"] + np.asarray(model.predict_dataset(val), dtype=float).ravel()
                 pred_test = start["test"] + np.asarray(model.predict_dataset(test), dtype=float).ravel()

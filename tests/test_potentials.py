@@ -315,3 +315,9 @@ def test_element_without_any_reference_candidate_is_named_or_counted(tmp_path):
                                   on_error="skip", progress=False)
     assert list(result.skipped) == ["pucu3"] and "no elemental reference for Pu" in result.skipped["pucu3"]
     assert "Pu" in result.references.missing and np.isfinite(result.e_form[1])
+
+
+def test_chalcogens_without_data_get_chain_crystals():
+    (chain,) = [c for c in hand_built_candidates("Se") if "chains" in c.origin]
+    assert len(chain.structure) == 3 and chain.structure.get_space_group_info()[0] == "P3_121"
+    assert any("chains" in c.origin for c in hand_built_candidates("S"))

@@ -11,8 +11,9 @@ so that a candidate stays the phase it is):
   ``mp_gap.jsonl.gz``: ``per_element`` of them, ``e_hull_pbe`` first), and
 - the standard state ASE tabulates for the element (``ase.data.reference_states``: fcc, bcc, hcp,
   diamond, ... with its lattice constant), a dimer in a 12 Å box where the standard state is a
-  diatomic molecule (relaxed without the box), and graphite for carbon, because the data file lacks
-  the ground state of several elements (N2, graphite, hcp Be/Zr/Lu, ...).
+  diatomic molecule (relaxed without the box), graphite for carbon and trigonal chains for S, Se and
+  Te, because the data file lacks the ground state of several elements (N2, graphite, hcp Be/Zr/Lu,
+  sulfur and selenium altogether, ...).
 
 Why not every lattice one can build: a potential can have deep spurious minima far from its
 training data. Measured with M3GNet-MatPES-r2SCAN (MatGL 1.3): simple-cubic Si relaxes, even with its
@@ -36,6 +37,10 @@ from ._relax import RelaxOptions, relax_atoms
 
 #: Elements whose standard state is a diatomic molecule.
 DIATOMIC = ("H", "N", "O", "F", "Cl", "Br", "I")
+#: Trigonal helical-chain crystals (a, c in Å, u): Se and Te as measured; S (whose ground state, the
+#: 128-atom S8 crystal, is in neither the shared data nor ASE's table) as fibrous sulfur's chains,
+#: Se's cell scaled by the ratio of covalent radii.
+CHAIN_CRYSTALS = {"Se": (4.366, 4.954, 0.2254), "Te": (4.457, 5.929, 0.2636), "S": (3.82, 4.33, 0.2254)}
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,10 @@ class ElementalReferences:
 def data_file_candidates(path: str | Path, elements: Iterable[str], per_element: int = 2,
                          max_sites: int = 64, hull_key: str = "e_hull_pbe") -> list[Candidate]:
     """Elemental crystals of a JSON-lines file in ``mp_gap.jsonl.gz``'s layout, up to ``per_element``
-    per element, lowest ``hull_key`` first (then fewest sites; a record without it ranks last; cells
-    above ``max_sites`` are left out to keep relaxations cheap)."""
+    per element, lowest ``hull_key`` first (then fewest sites; a record without it ranks last). Cells
+    above ``max_sites`` are left out to keep relaxations cheap, unless an element has no other: then its
+    smallest one is kept (sulfur's crystals in ``mp_gap`` all have 128 sites or more, and ASE
+    tabulates no standard state for it)."""
     from pymatgen.core import Structure
 
     wanted = set(elements)
@@ -91,13 +98,14 @@ def data_file_candidates(path: str | Path, elements: Iterable[str], per_element:
             record = json.loads(line)
             sites = record["structure"]["sites"]
             species = {sp["element"] for site in sites for sp in site["species"]}
-            if len(species) == 1 and (el := species.pop()) in wanted and len(sites) <= max_sites:
+            if len(species) == 1 and (el := species.pop()) in wanted:
                 hull = record.get(hull_key)
                 hull = float(hull) if isinstance(hull, (int, float)) else float("inf")
                 found.setdefault(el, []).append((hull, len(sites), str(record.get("mat_id", "?")), record["structure"]))
     out = []
     for el, rows in found.items():
-        for _, _, rid, struct in sorted(rows, key=lambda r: (r[0], r[1], r[2]))[:per_element]:
+        small = [r for r in rows if r[1] <= max_sites] or [min(rows, key=lambda r: (r[1], r[0], r[2]))]
+        for _, _, rid, struct in sorted(small, key=lambda r: (r[0], r[1], r[2]))[:per_element]:
             out.append(Candidate(el, f"{rid} ({path.name})", Structure.from_dict(struct)))
     return out
 
@@ -122,6 +130,10 @@ def hand_built_candidates(element: str) -> list[Candidate]:
         out.append(Candidate("C", "graphite (hand-built)",
                              Structure(Lattice.hexagonal(2.46, 6.70), ["C"] * 4,
                                        [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])))
+    if element in CHAIN_CRYSTALS:  # trigonal helical chains (A8, P3_121): ASE cannot build them
+        a, c, u = CHAIN_CRYSTALS[element]
+        out.append(Candidate(element, "trigonal chains (hand-built)",
+                             Structure.from_spacegroup("P3_121", Lattice.hexagonal(a, c), [element], [[u, 0, 1 / 3]])))
     symmetry = state.get("symmetry")
     if symmetry and symmetry not in ("diatom", "atom"):
         try:
