@@ -80,7 +80,7 @@ def _predict(args: argparse.Namespace) -> int:
                         references[sid].update({k: v for k, v in found.items() if k not in references[sid]})
         elif args.labels != "auto":
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
-    rows = predict_all(models, structures, references, args.on_error, skipped)
+    rows = predict_all(models, structures, references, args.on_error, skipped, potential=args.potential)
     if not rows:
         for where, why in skipped:
             print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
@@ -500,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default="auto", help="show beside each prediction the DFT value of the same "
                    "crystal in a JSON-lines data file: a path, 'mp_gap' (the shared data), 'none', or 'auto' "
                    "(default: the shared data for the built-in crystals, when it is there)")
+    p.add_argument("--potential", default=None, help="for models that add their output to a universal potential "
+                   "(their card's 'anchor'): the potential's folder, when it is not in MatGL's cache")
     p.set_defaults(func=_predict)
 
     h = sub.add_parser("enthalpy", help="formation enthalpies from a universal potential (its own elemental "

@@ -145,7 +145,7 @@ def property_of(model) -> str | None:
 
 
 def predict_all(models: dict, structures: dict, references: dict | None = None, on_error: str = "raise",
-                skipped: list | None = None) -> list[dict]:
+                skipped: list | None = None, potential=None) -> list[dict]:
     """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
     Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head), ``<model>
@@ -158,11 +158,17 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
 
     A structure no crystal can have (:class:`~matgl_cgat.graph.ImpossibleStructure`) raises
     :class:`DataError` naming it, or with ``on_error="skip"`` is left out and reported in ``skipped``.
+
+    A Δ-model (its card records a potential anchor, :mod:`matgl_cgat.potentials`) predicts its
+    potential's formation enthalpy plus its own output; ``potential`` is where to find that potential
+    when it is not in MatGL's cache (a folder). A structure the potential cannot handle is an error
+    naming it, or a skip.
     """
     import torch
 
     from matgl_cgat.domain import TrainingDomain, domain_flags, formula_of, inspect_structure
 
+    baselines = _anchor_values(models, structures, on_error, potential)
     rows = []
     for sid, s in structures.items():
         row: dict = {"id": sid, "formula": formula_of(s)}
@@ -181,6 +187,11 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
             if skipped is not None:
                 skipped.append((sid, str(error)))
             continue
+        lacking = [why_not[sid] for _, why_not in baselines.values() if sid in why_not]
+        if lacking:  # with on_error="raise" the potential has raised already
+            if skipped is not None:
+                skipped.append((sid, lacking[0]))
+            continue
         for name, model in models.items():  # a failing model is the model's error, never a skipped input
             model.eval()
             graph = graphs[tuple(sorted(model.graph_converter().settings().items()))]
@@ -194,7 +205,7 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
                     decided, probability = model.metal_decision(graph)
                     row[f"{name} metal"] = MetalDecision(bool(decided[0, 0]), float(probability[0, 0]),
                                                          float(getattr(model, "metal_below", 0.1)))
-            row[name] = float(value)
+            row[name] = float(value) + (baselines[name][0][sid] if name in baselines else 0.0)
             row[f"{name} flags"] = domain_flags(geometry, TrainingDomain.of_model(model))
             if references is not None:
                 row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
@@ -203,6 +214,22 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
             row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
         rows.append(row)
     return rows
+
+
+def _anchor_values(models: dict, structures: dict, on_error: str, potential) -> dict:
+    """``{model name: ({structure id: anchor value}, {structure id: why none})}`` for the Δ-models."""
+    out = {}
+    for name, model in models.items():
+        card = getattr(model, "metadata", None)
+        if not (isinstance(card, dict) and "anchor" in card):
+            continue
+        from matgl_cgat.potentials import anchor_of
+
+        ids = list(structures)
+        values, why_not = anchor_of(model).values(list(structures.values()), ids, potential=potential,
+                                                   on_error=on_error)
+        out[name] = (dict(zip(ids, map(float, values))), why_not)
+    return out
 
 
 #: Files beside ``mp_gap.jsonl.gz`` whose values for the same crystals the demo shows too.

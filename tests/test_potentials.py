@@ -321,3 +321,59 @@ def test_chalcogens_without_data_get_chain_crystals():
     (chain,) = [c for c in hand_built_candidates("Se") if "chains" in c.origin]
     assert len(chain.structure) == 3 and chain.structure.get_space_group_info()[0] == "P3_121"
     assert any("chains" in c.origin for c in hand_built_candidates("S"))
+
+
+def anchored_tiny_model(source, refs, correction=None):
+    from matgl_cgat.potentials import PotentialAnchor
+
+    from .conftest import make_model
+
+    model = make_model()
+    model.set_normalization(0.0, 0.1)
+    anchor = PotentialAnchor("EMT-test", source.identity, dict(refs.energies), correction, "static", dict(refs.origins))
+    model.metadata = {"name": "Delta-test", "anchor": anchor.as_card()}
+    return model
+
+
+def test_delta_model_predicts_potential_plus_correction_plus_its_output(tmp_path):
+    from matgl_cgat.potentials import anchored_predictions
+    from matgl_cgat.predict import predict_all
+
+    source = emt()
+    structures = [l12(), fcc("Cu", 3.6), fcc("Au", 4.1)]
+    plain = formation_enthalpies(structures, source, ids=["a", "b", "c"], cache_dir=tmp_path, progress=False)
+    correction = ElementCorrection({"Cu": 0.05, "Au": -0.1})
+    model = anchored_tiny_model(source, plain.references, correction)
+    got = anchored_predictions(model, structures, ["a", "b", "c"], potential=source, cache_dir=tmp_path)
+    own = np.array([float(model(model.graph_converter().get_graph(s)[0])) for s in structures])
+    np.testing.assert_allclose(got, plain.e_form + correction.shift(structures) + own, atol=1e-6)
+    assert abs(own).max() > 1e-3  # the model's own part is really there
+    rows = predict_all({"delta": model}, dict(zip("abc", structures)), potential=source)
+    np.testing.assert_allclose([r["delta"] for r in rows], got, atol=1e-5)
+    with pytest.raises(ValueError, match="predicts the residual to the universal potential EMT-test"):
+        model.predict_structure(structures[0])
+
+
+def test_delta_model_without_its_potential_says_where_to_put_it(tmp_path, capsys):
+    from matgl_cgat.potentials import MissingPotentialError, PotentialAnchor
+
+    anchor = PotentialAnchor("No-Such-PES-v1", "No-Such-PES-v1|matgl1|sha256:0", {"Cu": -3.0})
+    with pytest.raises(MissingPotentialError, match=r"Put its folder in MatGL's cache \(~/.cache/matgl/No-Such-PES-v1\)"):
+        anchor.values([fcc("Cu", 3.6)], ["cu"])
+    from matgl_cgat.cli import main
+
+    model = anchored_tiny_model(emt(), elemental_references(emt(), ["Cu"], cache_dir=tmp_path, progress=False))
+    model.metadata["anchor"] = anchor.as_card()
+    model.save(tmp_path / "delta")
+    fcc("Cu", 3.6).to(filename=str(tmp_path / "cu.cif"))
+    assert main(["predict", str(tmp_path / "cu.cif"), "--model", str(tmp_path / "delta"), "--labels", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "adds its output to the universal potential No-Such-PES-v1" in err and "--potential PATH" in err
+
+
+def test_delta_model_refuses_a_potential_with_another_identity(matgl_cache, tmp_path):
+    from matgl_cgat.potentials import PotentialAnchor
+
+    anchor = PotentialAnchor(R2SCAN, R2SCAN + "|matgl1|sha256:0000000000000000", {"Cu": -3.0})
+    with pytest.raises(ValueError, match="was trained against"):
+        anchor.source()

@@ -463,6 +463,11 @@ class CGAT(MatGLModel):
         Raises:
             ImpossibleStructure: a structure no crystal can have (overlapping atoms, non-finite numbers).
         """
+        card = getattr(self, "metadata", None)
+        if isinstance(card, dict) and "anchor" in card:  # a Δ-model's output is only half of the answer
+            raise ValueError(f"{card.get('name', 'this model')} predicts the residual to the universal potential "
+                             f"{card['anchor'].get('potential')}; predict with "
+                             "matgl_cgat.potentials.anchored_predictions(model, structures) or mgl-cgat predict")
         column = self.fidelity_index(fidelity) if fidelity is not None else None
         if check_domain:
             from matgl_cgat.domain import DomainWarning, TrainingDomain, domain_flags, formula_of

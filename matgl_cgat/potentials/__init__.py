@@ -5,11 +5,15 @@ SevenNet, MACE) give formation enthalpies that beat a CGAT trained on this packa
 crystals; CGAT's place is to learn what they still get wrong. This package computes a potential's
 formation enthalpy for any structures (:func:`formation_enthalpies`: its own elemental references,
 static or relaxed, batched, cached, resumable) and the cheapest fix on top of it, a per-element linear
-correction of its residual (:class:`ElementCorrection`). The model core never imports it.
+correction of its residual (:class:`ElementCorrection`), and the prediction path of Δ-models, CGATs that
+learn what the potential still gets wrong (:class:`PotentialAnchor`, :func:`anchored_predictions`).
+The model core never imports it.
 """
 
 from __future__ import annotations
 
+from ._anchored import (CARD_KEY, POTENTIALS_ENV, MissingPotentialError, PotentialAnchor, anchor_of,
+                        anchored_predictions)
 from ._cache import ENV_VAR, EnergyCache, ReferenceCache, default_cache_dir, structure_digest
 from ._correction import ElementCorrection
 from ._energy import CalculatorEnergy, EnergySource, MatGLPotentialEnergy, load_potential
@@ -20,6 +24,12 @@ from ._references import (Candidate, ElementalReferences, data_file_candidates, 
 from ._relax import OPTIMIZERS, RelaxOptions, Relaxed, relax_atoms
 
 __all__ = [
+    "CARD_KEY",
+    "POTENTIALS_ENV",
+    "MissingPotentialError",
+    "PotentialAnchor",
+    "anchor_of",
+    "anchored_predictions",
     "ENV_VAR",
     "OPTIMIZERS",
     "CalculatorEnergy",

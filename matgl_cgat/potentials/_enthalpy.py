@@ -58,7 +58,8 @@ class EnthalpyResult:
                 f"({self.mode}; {self.from_cache} from the cache); {len(self.skipped)} skipped")
 
 
-def _as_structures(structures: Sequence):
+def as_structures(structures: Sequence) -> list:
+    """pymatgen structures from ``Structure`` or ASE ``Atoms`` items; anything else is a ``TypeError``."""
     from pymatgen.core import IStructure, Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -114,7 +115,7 @@ def formation_enthalpies(
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     source: EnergySource = load_potential(potential)
-    structures = _as_structures(structures)
+    structures = as_structures(structures)
     ids = [str(i) for i in range(len(structures))] if ids is None else [str(i) for i in ids]
     if len(ids) != len(structures):
         raise ValueError(f"{len(ids)} ids for {len(structures)} structures")
