@@ -124,7 +124,7 @@ def label_columns(model, targets=None) -> list[str]:
 def embed(model, dataset, target=None, batch_size: int = 128):
     """``(features (N, D), predictions (N, T), labels (N, T))`` for a dataset, one pass with the network
     frozen; labels NaN where missing."""
-    from matgl_cgat.transfer._finetune import train_labels
+    from matgl_cgat.training import train_labels
 
     labels = torch.as_tensor(train_labels(dataset, label_columns(model, target)), dtype=torch.float32)
     feats, preds = zip(*_frozen_pass(model, dataset, batch_size, _features_and_prediction))

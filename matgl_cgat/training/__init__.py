@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._compile import AUTO_MIN_PASSES, COMPILE_CHOICES, COMPILE_PARTS, compile_core, uncompile_core
 from ._config import RECIPES, TrainConfig, recipe
-from ._data import GraphBatch, GraphDataModule, collate_graphs, dataset_targets
+from ._data import GraphBatch, GraphDataModule, collate_graphs, dataset_targets, train_labels
 from ._fit import FitResult, fit
 from ._module import TrainingModule, point_loss
 from ._run import RunFolder, RunFolderMismatch, SafeCheckpointIO, load_checkpoint, read_metrics
@@ -32,6 +32,7 @@ __all__ = [
     "compile_core",
     "uncompile_core",
     "dataset_targets",
+    "train_labels",
     "fit",
     "load_checkpoint",
     "point_loss",

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 import lightning as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -123,3 +124,11 @@ class GraphDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+
+def train_labels(ds, targets) -> np.ndarray:
+    """``(N, T)`` labels of a dataset (NaN where missing), without loading graphs when it can."""
+    labels = getattr(ds, "labels", None)
+    if isinstance(labels, dict) and all(t in labels for t in targets):
+        return np.stack([np.asarray(labels[t], dtype=float) for t in targets], axis=1)
+    return np.array([[float(ds[i][3].get(t, np.nan)) for t in targets] for i in range(len(ds))])

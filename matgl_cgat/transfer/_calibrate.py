@@ -38,7 +38,7 @@ def calibrate_offset(model, data, *, grid: int = 401) -> dict:
     """
     from matgl_cgat.training import dataset_targets
 
-    from ._finetune import train_labels
+    from matgl_cgat.training import train_labels
 
     if getattr(model, "ntargets", 1) != 1:
         raise ValueError("calibrate_offset handles single-target models only")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matgl_cgat.training import TrainConfig, dataset_targets, fit, recipe
+from matgl_cgat.training import TrainConfig, dataset_targets, fit, recipe, train_labels
 
 from ._policies import apply_policy, layerwise_param_groups, unfreeze_next
 
@@ -153,14 +153,6 @@ def _check_training_set(y, targets, n: int, renormalize: bool, val, policy: str,
         warnings.warn(f"finetune: only {n} training structure(s): so few cannot be expected to fit the model "
                       f"(policy={policy!r}); check the result on held-out data"
                       + (f", and consider: {advice}" if advice else ""), UserWarning, stacklevel=3)
-
-
-def train_labels(ds, targets) -> np.ndarray:
-    """``(N, T)`` labels of a dataset (NaN where missing), without loading graphs when it can."""
-    labels = getattr(ds, "labels", None)
-    if isinstance(labels, dict) and all(t in labels for t in targets):
-        return np.stack([np.asarray(labels[t], dtype=float) for t in targets], axis=1)
-    return np.array([[float(ds[i][3].get(t, np.nan)) for t in targets] for i in range(len(ds))])
 
 
 def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool = True,
