@@ -58,7 +58,21 @@ def _predict(args: argparse.Namespace) -> int:
         print("mgl-cgat: error: no shipped CGAT models in this installation; pass --model PATH to a saved model",
               file=sys.stderr)
         return 2
-    models = by_fidelity({Path(n).name: _load_model(n) for n in names}, args.fidelity)
+    loaded = {Path(n).name: _load_model(n) for n in names}
+    if not args.model:  # the default table holds a delta-model only where its potential is at hand
+        from matgl_cgat.potentials import MissingPotentialError, anchor_of
+
+        for name, model in list(loaded.items()):
+            anchor = anchor_of(model)
+            if anchor is None:
+                continue
+            try:
+                anchor.source(args.potential)
+            except (MissingPotentialError, ValueError) as exc:
+                del loaded[name]
+                print(f"mgl-cgat: {name} left out: it needs the potential {anchor.potential} ({str(exc)[:160]}...); "
+                      "see its card (mgl-cgat models)", file=sys.stderr)
+    models = by_fidelity(loaded, args.fidelity)
     skipped: list = []
     structures = read_structure_files(args.files, args.on_error, skipped) if args.files else example_structures()
     references = None
@@ -116,6 +130,12 @@ def _models(args: argparse.Namespace) -> int:
                 lo, hi = value.get("volume_per_atom", (float("nan"), float("nan")))
                 value = (f"{value.get('n_structures')} training structures, {len(value.get('element_counts', {}))} "
                          f"elements, volume per atom {lo:.1f}-{hi:.1f} A^3 ({value.get('source', '')})")
+            if key == "anchor" and isinstance(value, dict):  # 80-odd reference energies: summarise
+                correction = value.get("correction") or {}
+                value = (f"adds its output to {value.get('potential')} ({value.get('identity')}): "
+                         f"{len(value.get('references_eV_per_atom', {}))} elemental references"
+                         + (f", per-element correction on {len(correction.get('coefficients', {}))} elements"
+                            if correction else "") + f"; {value.get('find_potential')}")
             print(f"  {key}: {value}")
     return 0
 

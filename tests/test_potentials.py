@@ -377,3 +377,20 @@ def test_delta_model_refuses_a_potential_with_another_identity(matgl_cache, tmp_
     anchor = PotentialAnchor(R2SCAN, R2SCAN + "|matgl1|sha256:0000000000000000", {"Cu": -3.0})
     with pytest.raises(ValueError, match="was trained against"):
         anchor.source()
+
+
+def test_default_predict_table_leaves_out_a_delta_model_without_its_potential(tmp_path, monkeypatch, capsys):
+    from matgl_cgat import pretrained
+    from matgl_cgat.cli import main
+    from matgl_cgat.potentials import PotentialAnchor
+
+    model = anchored_tiny_model(emt(), elemental_references(emt(), ["Cu"], cache_dir=tmp_path, progress=False))
+    model.metadata["anchor"] = PotentialAnchor("No-Such-PES-v1", "No-Such-PES-v1|matgl1|sha256:0", {"Cu": -3.0}).as_card()
+    model.save(tmp_path / "CGAT-Delta-Test")
+    monkeypatch.setattr(pretrained, "_extra", {"CGAT-Delta-Test": tmp_path / "CGAT-Delta-Test"})
+    assert main(["predict", "--labels", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "CGAT-Delta-Test left out: it needs the potential No-Such-PES-v1" in captured.err
+    assert "CGAT-PBE-Eform" in captured.out and "CGAT-Delta-Test" not in captured.out
+    assert main(["models"]) == 0
+    assert "adds its output to No-Such-PES-v1" in capsys.readouterr().out

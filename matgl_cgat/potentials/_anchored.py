@@ -29,6 +29,7 @@ from ._references import ElementalReferences
 #: Where a user may point at an anchor potential's folder without a command-line flag.
 POTENTIALS_ENV = "MATGL_CGAT_POTENTIALS"
 CARD_KEY = "anchor"
+_FOUND: dict = {}
 
 
 class MissingPotentialError(FileNotFoundError):
@@ -72,6 +73,9 @@ class PotentialAnchor:
     def source(self, where: str | Path | None = None) -> EnergySource:
         """The potential, from ``where``, ``$MATGL_CGAT_POTENTIALS`` (a folder holding it, or its folder),
         or MatGL's cache by name; refused if its identity is not the card's."""
+        key = (str(where), os.environ.get(POTENTIALS_ENV), self.potential, self.identity)
+        if key in _FOUND:  # one load per process: the demo table and its predictions share it
+            return _FOUND[key]
         candidates = [Path(p) for p in (where, os.environ.get(POTENTIALS_ENV)) if p]
         candidates = [p / self.potential if (p / self.potential / "model.json").is_file() else p for p in candidates]
         tried = []
@@ -91,6 +95,7 @@ class PotentialAnchor:
             raise ValueError(f"{self.potential}: the potential found has identity {source.identity!r}, but this model "
                              f"was trained against {self.identity!r} (other weights, or another MatGL generation whose "
                              "numbers differ); its predictions would be wrong")
+        _FOUND[key] = source
         return source
 
     def values(self, structures: Sequence, ids: Sequence[str], *, potential=None, cache_dir=None,
