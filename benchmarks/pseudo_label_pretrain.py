@@ -53,17 +53,17 @@ def main() -> None:
         held_out |= set(target["val"]) | set(target["test"])
     ds = load_dataset(data / "mp_gap.jsonl.gz", "e_form_pbe", cache_dir=args.graph_cache)
     parts = split_from_file(ds, data / "splits.json", "e_form_pbe")
-    kept = {}
+    kept, pseudo = {}, {}
     for name in ("train", "val"):
         part = parts[name]
         keep = [k for k, i in enumerate(part.ids) if i in values and i not in held_out]
         kept[name] = {"n": len(keep), "held_out": sum(i in held_out for i in part.ids),
                       "no_value": sum(i not in values for i in part.ids)}
-        parts[name] = part.subset(keep).with_label("e_form_potential", values)
+        pseudo[name] = part.subset(keep).with_label("e_form_potential", values)
     print(kept, flush=True)
     parent = matgl.load_model(args.parent)
     t0, cpu0 = time.time(), time.process_time()
-    model = parent.finetune(parts["train"], parts["val"], policy="full", renormalize=True, epochs=args.epochs,
+    model = parent.finetune(pseudo["train"], pseudo["val"], policy="full", renormalize=True, epochs=args.epochs,
                             lr=args.lr, period=args.epochs, batch_size=args.batch_size, precision=args.precision,
                             output_min=None, out_dir=args.run)
     record = model.metadata["finetune"]

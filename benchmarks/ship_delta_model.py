@@ -66,17 +66,22 @@ def main() -> None:
     without = [i for i in train.ids if i not in potential]  # as benchmarks/potential_routes.py did
     train = train.subset([k for k, i in enumerate(train.ids) if i in potential])
     subset = nested_subsets(len(train), [size], seed=chosen["seed"])[0]
-    train = train.subset(subset)
     records = read_structures(data / info.file, args.target)
     structure = dict(zip(records.ids, records.structures))
+    # the residuals exactly as benchmarks/potential_routes.py computed them (same arrays, same order), so
+    # that the finished run folder is recognised as this run
+    pot = {name: np.array([potential[i] for i in part.ids]) for name, part in
+           (("train", train), ("val", val), ("test", test))}
+    s = {name: [structure[i] for i in part.ids] for name, part in (("train", train), ("val", val), ("test", test))}
     correction = None
-    base = dict(potential)
+    start = pot
     if chosen["route"] == "delta_corrected":
-        correction = ElementCorrection.fit([structure[i] for i in train.ids], [potential[i] for i in train.ids],
-                                           train.labels[args.target])
-        for i in potential:
-            base[i] = potential[i] + float(correction.shift([structure[i]])[0])
-    residual = {i: y - base[i] for part in (train, val, test) for i, y in zip(part.ids, part.labels[args.target])}
+        correction = ElementCorrection.fit([s["train"][i] for i in subset], pot["train"][subset],
+                                           train.labels[args.target][subset])
+        start = {name: correction.apply(s[name], pot[name]) for name in ("train", "val", "test")}
+    base = {i: b for part, name in ((train, "train"), (val, "val"), (test, "test")) for i, b in zip(part.ids, start[name])}
+    residual = {i: yy - base[i] for part in (train, val, test) for i, yy in zip(part.ids, part.labels[args.target])}
+    train = train.subset(subset)
     parent = matgl.load_model(args.parent)
     run = args.runs / f"{args.target}_{chosen['route']}_n{size}_s{chosen['seed']}"
     model = parent.finetune(train.with_label("residual", residual), val.with_label("residual", residual),
