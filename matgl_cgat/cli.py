@@ -167,7 +167,9 @@ def _enthalpy(args: argparse.Namespace) -> int:
     result = formation_enthalpies(list(structures.values()), source, ids=list(structures), relax=relax,
                                   reference_data=reference_data, cache_dir=args.cache, on_error=args.on_error,
                                   progress=not args.quiet)
-    rows = [{"id": rid, "formula": structures[rid].composition.reduced_formula,
+    from matgl_cgat.domain import formula_of
+
+    rows = [{"id": rid, "formula": formula_of(structures[rid]),
              "e_form_eV_per_atom": None if rid in result.skipped else round(float(e), 5),
              "energy_eV": None if rid in result.skipped else round(float(t), 5)}
             for rid, e, t in zip(result.ids, result.e_form, result.energy)]

@@ -101,6 +101,10 @@ def evaluate(model, dataset, target: str, out: str | Path | None = None, title: 
 
     A several-output model is scored on the output that predicts ``target`` (:func:`output_column`).
     """
+    card = getattr(model, "metadata", None)
+    if isinstance(card, dict) and "anchor" in card:  # its output alone is a residual: scoring it would mislead
+        raise ValueError(f"{card.get('name', 'this model')} predicts the residual to {card['anchor'].get('potential')}; "
+                         "score it with matgl_cgat.potentials.anchored_predictions (mgl-cgat predict --labels)")
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"evaluate: no structures to evaluate {target!r} on (the dataset is empty)")
     y = np.asarray(dataset.labels[target], dtype=float)

@@ -8,6 +8,7 @@ cache and skip where ``../shared/models/matgl`` is absent.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -394,3 +395,30 @@ def test_default_predict_table_leaves_out_a_delta_model_without_its_potential(tm
     assert "CGAT-PBE-Eform" in captured.out and "CGAT-Delta-Test" not in captured.out
     assert main(["models"]) == 0
     assert "adds its output to No-Such-PES-v1" in capsys.readouterr().out
+
+
+def test_disordered_structure_is_a_named_error(tmp_path):
+    alloy = fcc("Cu", 3.7)
+    alloy.replace(0, {"Cu": 0.5, "Au": 0.5})
+    with pytest.raises(PotentialError, match="half: a disordered structure"):
+        formation_enthalpies([alloy], emt(), ids=["half"], cache_dir=tmp_path, progress=False)
+
+
+def test_delta_model_accepts_its_potential_under_another_folder_name(matgl_cache, tmp_path):
+    from matgl_cgat.potentials import PotentialAnchor, load_potential
+
+    renamed = tmp_path / "my-copy"
+    shutil.copytree(matgl_cache / R2SCAN, renamed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MatGL 3+: the old-weights warning
+        identity = load_potential(R2SCAN).identity
+        anchor = PotentialAnchor(R2SCAN, identity, {"Cu": -3.0})
+        assert anchor.source(renamed).identity.startswith("my-copy|")
+
+
+def test_evaluate_refuses_a_delta_model(tmp_path):
+    from matgl_cgat.workflows import evaluate
+
+    model = anchored_tiny_model(emt(), elemental_references(emt(), ["Cu"], cache_dir=tmp_path, progress=False))
+    with pytest.raises(ValueError, match="predicts the residual to EMT-test"):
+        evaluate(model, None, "e_form_r2scan")

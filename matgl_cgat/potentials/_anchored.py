@@ -91,7 +91,7 @@ class PotentialAnchor:
                 f"({'; '.join(tried)[:400]}). Put its folder in MatGL's cache (~/.cache/matgl/{self.potential}), "
                 f"or pass its folder with --potential PATH (Python: potential=PATH) or ${POTENTIALS_ENV}; "
                 f"the shared copy is ../shared/models/matgl/{self.potential} (MatGL 1.3, the [dgl] stack)")
-        if source.identity != self.identity:
+        if _numbers(source.identity) != _numbers(self.identity):  # the folder's name may differ
             raise ValueError(f"{self.potential}: the potential found has identity {source.identity!r}, but this model "
                              f"was trained against {self.identity!r} (other weights, or another MatGL generation whose "
                              "numbers differ); its predictions would be wrong")
@@ -110,6 +110,11 @@ class PotentialAnchor:
         if self.correction is not None:
             values += self.correction.shift(structures)
         return values, result.skipped
+
+
+def _numbers(identity: str) -> str:
+    """What decides a potential's numbers: its identity without the name (weights digest, MatGL generation)."""
+    return identity.split("|", 1)[-1]
 
 
 def anchor_of(model) -> PotentialAnchor | None:

@@ -96,7 +96,7 @@ class MatGLPotentialEnergy(EnergySource):
 
     Args:
         potential: the loaded ``matgl.apps.pes.Potential``.
-        name: a short name (default: the folder name recorded when loading, else the model class).
+        name: a short name (default: the model class; :func:`load_potential` passes the folder name).
         batch_size: crystals per batched graph for static energies.
     """
 
@@ -107,6 +107,8 @@ class MatGLPotentialEnergy(EnergySource):
 
         if not isinstance(potential, Potential):
             raise TypeError(f"a MatGL Potential, not {type(potential).__name__}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive number of crystals, got {batch_size!r}")
         self.potential = potential.eval()
         self.name = name or type(potential.model).__name__
         self.batch_size = int(batch_size)

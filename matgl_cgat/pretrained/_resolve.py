@@ -151,8 +151,11 @@ def model_class(module: Any, name: Any, where: Path) -> type:
     except ImportError as exc:
         # MatGL 4 made its private model modules public (``matgl.models._tensornet_pyg`` ->
         # ``matgl.models``, ``matgl.apps._pes_pyg`` -> ``matgl.apps.pes``) and maps old names the same way
-        public = ("matgl.models" if module.startswith("matgl.models._") else
-                  "matgl.apps.pes" if module.startswith("matgl.apps._pes") else None)
+        import matgl
+
+        modern = int(matgl.__version__.split(".")[0]) >= 2  # a PyG folder must not become a DGL model on 1.x
+        public = None if not modern else ("matgl.models" if module.startswith("matgl.models._") else
+                                          "matgl.apps.pes" if module.startswith("matgl.apps._pes") else None)
         try:
             cls = getattr(importlib.import_module(public), name, None) if public else None
         except ImportError:
