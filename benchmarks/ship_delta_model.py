@@ -29,7 +29,7 @@ from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import (default_data_dir, load_dataset, nested_subsets, read_structures, split_from_file,
                              target_info, yardstick_table, yardstick_values)
 from matgl_cgat.domain import TrainingDomain
-from matgl_cgat.potentials import ElementCorrection, PotentialAnchor
+from matgl_cgat.potentials import ElementCorrection, PotentialAnchor, parse_name
 from matgl_cgat.uncertainty import calibration, fit_sigma_head, predict_with_sigma
 
 
@@ -53,12 +53,13 @@ def main() -> None:
     print(f"chosen on validation: {chosen['route']} seed {chosen['seed']} (val {chosen['val_mae']:.4f})")
     with open(args.labels / "hifi_eform.csv") as f:
         potential = {row["id"]: float(row["e_form_potential"]) for row in csv.DictReader(f)}
-    labels_card = json.loads((args.labels / "mp_gap.json").read_text())
-    hifi_card = json.loads((args.labels / "hifi_eform.json").read_text())
-    references = {**{el: r["energy_per_atom"] for el, r in labels_card["references"].items()},
-                  **{el: r["energy_per_atom"] for el, r in hifi_card["references"].items()}}
-    origins = {**{el: r["origin"] for el, r in labels_card["references"].items()},
-               **{el: r["origin"] for el, r in hifi_card["references"].items()}}
+    # the references the labels were made with: hifi_eform's, and mp_gap's where that file was labelled too
+    # (a potential as slow as CHGNet labelled hifi_eform alone: its anchor knows hifi_eform's elements)
+    cards = [json.loads((args.labels / f"{stem}.json").read_text()) for stem in ("mp_gap", "hifi_eform")
+             if (args.labels / f"{stem}.json").is_file()]
+    labels_card = cards[-1]
+    references = {el: r["energy_per_atom"] for card in cards for el, r in card["references"].items()}
+    origins = {el: r["origin"] for card in cards for el, r in card["references"].items()}
 
     ds = load_dataset(data / info.file, args.target, cache_dir=args.graph_cache)
     parts = split_from_file(ds, data / info.splits, args.target)
@@ -98,8 +99,17 @@ def main() -> None:
     assert abs(mae - chosen["test_mae"]) < 2e-3, (mae, chosen["test_mae"])  # the run reloaded is the run scored
     yard = yardstick_table(args.target, yardstick_values(data, args.target, list(test.ids)), {"this_model": pred})
     zero_shot = [r for r in rows if r["route"] == "zero_shot"][0]
-    anchor = PotentialAnchor(labels_card["potential"].split("|")[0], labels_card["potential"], references,
+    spec = _potential_argument(labels_card["command"])
+    named = parse_name(spec)
+    anchor = PotentialAnchor(named.spec if named else Path(spec).name, labels_card["potential"], references,
                              correction, "static", origins)
+    if named:
+        needs = (f"the universal potential {named.spec} at run time, whose weights ship in its pip wheel: "
+                 f"{named.install}")
+    else:
+        needs = (f"the universal potential {anchor.potential} at run time, on the MatGL 1.3 ([dgl]) stack: put its "
+                 "folder in MatGL's cache (~/.cache/matgl/NAME) or pass --potential FOLDER; a shared copy is "
+                 f"../shared/models/matgl/{anchor.potential}")
     record = model.metadata["finetune"]
     card = {
         "name": args.save.name, "property": args.target, "units": "eV/atom", "functional": info.functional,
@@ -107,9 +117,8 @@ def main() -> None:
         "route": f"{chosen['route']}: {anchor.potential} formation enthalpy"
                  + (" + per-element correction" if correction else "") + " + this CGAT's output (Δ-learning, "
                  f"full transfer from {args.parent})",
-        "needs": f"the universal potential {anchor.potential} at run time, on the MatGL 1.3 ([dgl]) stack: put its "
-                 "folder in MatGL's cache (~/.cache/matgl/NAME) or pass --potential FOLDER; a shared copy is "
-                 f"../shared/models/matgl/{anchor.potential}",
+        "needs": needs,
+        "elements_with_references": len(references),
         "anchor": anchor.as_card(),
         "data": f"{info.file} of the shared mp_gap data, see shared/data/mp_gap/README.md",
         "split": f"{info.splits}[{args.target!r}]: train {len(train)} (left out, no potential value: {without}), "
@@ -119,6 +128,10 @@ def main() -> None:
         "training": {k: record[k] for k in ("epochs", "lr", "period", "best_epoch", "best_val_mae", "seed")},
         "chosen_by": f"lowest validation MAE among {len(cgat_rows)} CGAT-route runs at {size} labels",
         "val_mae": chosen["val_mae"], "test_mae": mae,
+        "runs_compared": {f"{r['route']} seed {r['seed']}": {"val_mae": round(r["val_mae"], 4),
+                                                              "test_mae": round(r["test_mae"], 4)}
+                          for r in cgat_rows},
+        "test_predictions": {i: round(float(v), 5) for i, v in zip(test.ids, pred)},
         "test_mae_potential_zero_shot": zero_shot["test_mae"],
         "test_yardsticks": yard,
         "domain": TrainingDomain.from_dataset(train, source=f"{info.file}, {args.target} train").to_dict(),
@@ -133,6 +146,12 @@ def main() -> None:
                       json.dumps({"model": args.save.name, "test": cal.to_dict()}, indent=2) + "\n")
     print(f"{args.save.name}: test MAE {mae:.4f} (zero-shot potential {zero_shot['test_mae']:.4f}); coverage "
           f"{cal.coverage_68:.1%} / {cal.coverage_95:.1%}; saved to {args.save}")
+
+
+def _potential_argument(command: str) -> str:
+    """The ``--potential`` the labels were made with (examples/potential_labels.py's recorded command)."""
+    words = shlex.split(command)
+    return words[words.index("--potential") + 1]
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ missing, and a finished file is rewritten from the cache in seconds.
         --out runs/labels/M3GNet-MatPES-r2SCAN --cache runs/potential_cache
 
 Potentials whose PyPI wheels ship their weights (the ``[potentials]`` extra, PyG stack) go through their
-ASE calculators: ``--potential chgnet:r2scan`` (CHGNet fine-tuned to r2SCAN), ``chgnet:0.3.0`` (CHGNet,
-PBE with the Materials Project's 2020 corrections).
+ASE calculators, by the names of ``matgl_cgat.potentials.NAMED_POTENTIALS``: ``--potential chgnet:r2scan``
+(CHGNet fine-tuned to r2SCAN), ``chgnet:0.3.0`` (CHGNet, PBE with the Materials Project's 2020
+corrections), ``sevenn:7net-mf-0:r2scan`` / ``sevenn:7net-mf-0:pbe`` (SevenNet-MF-0's two heads).
 """
 
 from __future__ import annotations
@@ -30,21 +31,7 @@ import torch
 
 from matgl_cgat._io import atomic_write_text
 from matgl_cgat.data import default_data_dir, read_structures
-from matgl_cgat.potentials import CalculatorEnergy, RelaxOptions, formation_enthalpies, load_potential
-
-
-def calculator_source(spec: str):
-    """An ASE-calculator potential named ``package:model``, or None for a MatGL name or folder."""
-    if not spec.startswith("chgnet:"):
-        return None
-    from importlib.metadata import version
-
-    from chgnet.model import CHGNet, CHGNetCalculator
-
-    model_name = spec.split(":", 1)[1]
-    calc = CHGNetCalculator(model=CHGNet.load(model_name=model_name, use_device="cpu", verbose=False),
-                            use_device="cpu")
-    return CalculatorEnergy(calc, name=f"CHGNet-{model_name} (chgnet {version('chgnet')})")
+from matgl_cgat.potentials import RelaxOptions, formation_enthalpies, load_potential
 
 
 def main() -> None:
@@ -62,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data_dir = default_data_dir()
     files = args.data or [data_dir / "hifi_eform.jsonl.gz", data_dir / "mp_gap.jsonl.gz"]
-    source = calculator_source(args.potential) or load_potential(args.potential, batch_size=args.batch_size)
+    source = load_potential(args.potential, batch_size=args.batch_size)
     relax = RelaxOptions() if args.relax else None
     for path in files:
         key = "e_form_exp" if path.name.startswith("hifi_eform") else args.label_key

@@ -68,10 +68,13 @@ def _predict(args: argparse.Namespace) -> int:
                 continue
             try:
                 anchor.source(args.potential)
-            except (MissingPotentialError, ValueError) as exc:
+            except MissingPotentialError:
                 del loaded[name]
-                print(f"mgl-cgat: {name} left out: it needs the potential {anchor.potential} ({str(exc)[:160]}...); "
-                      "see its card (mgl-cgat models)", file=sys.stderr)
+                print(f"mgl-cgat: {name} left out: it needs the potential {anchor.potential}, not at hand "
+                      f"({anchor.as_card()['find_potential']}); see its card (mgl-cgat models)", file=sys.stderr)
+            except ValueError as exc:  # found, but not the numbers it was trained against
+                del loaded[name]
+                print(f"mgl-cgat: {name} left out: {str(exc)[:240]}", file=sys.stderr)
     models = by_fidelity(loaded, args.fidelity)
     skipped: list = []
     structures = read_structure_files(args.files, args.on_error, skipped) if args.files else example_structures()
@@ -530,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "references; static or relaxed; cached, resumable)")
     h.add_argument("files", nargs="*", help="structure files as for predict (default: the built-in crystals)")
     h.add_argument("--potential", required=True, help="a MatGL potential: name in MatGL's cache (e.g. "
-                   "M3GNet-MatPES-r2SCAN-v2025.1-PES) or its folder")
+                   "M3GNet-MatPES-r2SCAN-v2025.1-PES) or its folder; or a potential whose pip wheel ships its "
+                   "weights: chgnet:r2scan, chgnet:0.3.0, sevenn:7net-mf-0:r2scan, ... (the [potentials] extra)")
     h.add_argument("--relax", action="store_true", help="relax each structure first (default: static energy "
                    "on the given cell)")
     h.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])

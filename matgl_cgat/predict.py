@@ -149,7 +149,8 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
     """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
     Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head), ``<model>
-    metal`` (a :class:`MetalDecision`, for models with a metal gate),
+    metal`` (a :class:`MetalDecision`, for models with a metal gate), ``<model> missing`` (why a
+    Δ-model's value is None: its potential could not take the structure, with ``on_error="skip"``),
     ``<model> flags`` (:class:`~matgl_cgat.domain.DomainFlags` against that model's training domain).
     Each structure is converted once per distinct converter setting, not once per model. With
     ``references`` (``{structure id: {"mat_id", label: value}}``, see
@@ -187,12 +188,12 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
             if skipped is not None:
                 skipped.append((sid, str(error)))
             continue
-        lacking = [why_not[sid] for _, why_not in baselines.values() if sid in why_not]
-        if lacking:  # with on_error="raise" the potential has raised already
-            if skipped is not None:
-                skipped.append((sid, lacking[0]))
-            continue
         for name, model in models.items():  # a failing model is the model's error, never a skipped input
+            why_not = baselines[name][1].get(sid) if name in baselines else None
+            if why_not:  # a Δ-model whose potential cannot take this input (with on_error="raise" it raised):
+                row[name] = None  # its column alone stays empty, the other models still answer
+                row[f"{name} missing"] = why_not
+                continue
             model.eval()
             graph = graphs[tuple(sorted(model.graph_converter().settings().items()))]
             with torch.no_grad():
@@ -270,6 +271,10 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
             item = {"id": r["id"], "formula": r["formula"]}
             for n in models:
                 entry = {"value": _rounded(r[n])}
+                if f"{n} missing" in r:
+                    entry["missing"] = r[f"{n} missing"]
+                    item[n] = entry
+                    continue
                 if f"{n} sigma" in r:
                     entry["sigma"] = _rounded(r[f"{n} sigma"])
                 if f"{n} label" in r:
@@ -291,7 +296,10 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
             line = {"id": r["id"], "formula": r["formula"]}
             for n, m in models.items():
                 unit = f" ({units_of(m)})" if units_of(m) else ""
-                line[f"{n}{unit}"] = _rounded(r[n])
+                line[f"{n}{unit}"] = "" if r[n] is None else _rounded(r[n])
+                if f"{n} missing" in r:
+                    line[f"{n} flags"] = r[f"{n} missing"]
+                    continue
                 if f"{n} sigma" in r:
                     line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
                 if f"{n} label" in r:
@@ -320,7 +328,9 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
 
     def cell(r: dict, n: str) -> str:
         decision = r.get(f"{n} metal")
-        if decision is not None and decision.metal:  # the gate decided: its probability, not a gap and a sigma
+        if r[n] is None:  # a Δ-model whose potential could not take this structure (see the notes)
+            text = "n/a"
+        elif decision is not None and decision.metal:  # the gate decided: its probability, not a gap and a sigma
             text = f"metal p {decision.probability:.2f}"
         elif f"{n} sigma" in r:
             text = f"{r[n]:+.3f} ± {r[f'{n} sigma']:.3f}"
@@ -361,6 +371,10 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     if any(r.get("measured") for r in rows):
         lines.append("(measured: the experimental band gap (exp_gap.jsonl.gz) and formation enthalpy (hifi_eform.jsonl.gz) "
                      "of the same crystal where the shared data has one)")
+    for r in rows:
+        for n in models:
+            if f"{n} missing" in r:
+                lines.append(f"(n/a: {n} has no value for {r['id']}: {r[f'{n} missing']})")
     if any(r.get(f"{n} flags") for r in rows for n in models):
         lines.append("(domain flags: Xx(n) = element in only n training structures; short-contact = atoms closer than "
                      "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "

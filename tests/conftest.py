@@ -17,6 +17,18 @@ from matgl_cgat.graph import covalent_radius
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def potential_energy_cache(tmp_path_factory):
+    """Potential energies computed by the tests go to a temporary cache, never the user's ~/.cache."""
+    old = os.environ.get("MATGL_CGAT_CACHE")
+    os.environ["MATGL_CGAT_CACHE"] = str(tmp_path_factory.mktemp("matgl_cgat_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MATGL_CGAT_CACHE", None)
+    else:
+        os.environ["MATGL_CGAT_CACHE"] = old
+
 # A deliberately tiny configuration: every mechanism of the paper model, at test speed.
 TINY = {
     "dim": 16,

@@ -110,6 +110,39 @@ def test_torn_last_line_is_recomputed_and_reported(tmp_path):
     assert len(EnergyCache(tmp_path, source.identity, "static")) == 2
 
 
+def test_cache_cut_in_its_header_or_before_a_newline_still_resumes(tmp_path):
+    source = emt()
+    structures, ids = [fcc("Cu", 3.6), fcc("Cu", 3.65)], ["a", "b"]
+    formation_enthalpies(structures[:1], source, ids=ids[:1], cache_dir=tmp_path, progress=False)
+    path = EnergyCache(tmp_path, source.identity, "static").path
+    path.write_text(path.read_text().rstrip("\n"))  # the last record whole, its newline lost
+    again = formation_enthalpies(structures, source, ids=ids, cache_dir=tmp_path, progress=False)
+    assert again.from_cache == 1
+    assert len(EnergyCache(tmp_path, source.identity, "static")) == 2  # the new record did not join its line
+    path.write_text('{"cache": "EMT')  # killed while writing the header of a new cache
+    with pytest.warns(UserWarning, match="line 1 was cut off"):
+        third = formation_enthalpies(structures, source, ids=ids, cache_dir=tmp_path, progress=False)
+    assert third.from_cache == 0 and np.isfinite(third.e_form).all()
+    assert len(EnergyCache(tmp_path, source.identity, "static")) == 2
+
+
+def test_a_failure_of_the_model_code_is_not_cached(tmp_path):
+    class Flaky(EMT):
+        failing = True
+
+        def calculate(self, atoms=None, *args, **kwargs):
+            if Flaky.failing and len(atoms) == 4:
+                raise RuntimeError("out of memory")
+            super().calculate(atoms, *args, **kwargs)
+
+    source = CalculatorEnergy(Flaky(), name="Flaky-EMT", elements=EMT_ELEMENTS)
+    first = formation_enthalpies([l12()], source, ids=["cu3au"], cache_dir=tmp_path, on_error="skip", progress=False)
+    assert "out of memory" in first.skipped["cu3au"]
+    Flaky.failing = False  # the memory is back: a rerun computes it instead of replaying the error
+    second = formation_enthalpies([l12()], source, ids=["cu3au"], cache_dir=tmp_path, progress=False)
+    assert second.from_cache == 0 and np.isfinite(second.e_form[0])
+
+
 def test_damaged_cache_line_is_an_error_naming_it(tmp_path):
     source = emt()
     formation_enthalpies([fcc("Cu", 3.6), fcc("Cu", 3.65)], source, ids=["a", "b"], cache_dir=tmp_path,
@@ -290,6 +323,9 @@ def test_cli_enthalpy_answers_mistakes_in_one_line(tmp_path, capsys):
     assert err.startswith("mgl-cgat: error:") and "No-Such-Potential" in err and err.count("\n") == 1
     assert main(["enthalpy", "--potential", "CGAT-PBE-Eform", "--quiet"]) == 2
     assert "not a MatGL Potential" in capsys.readouterr().err
+    assert main(["enthalpy", "--potential", "sevenn:7net-mf-0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a head, one of r2scan, pbe" in err and err.count("\n") == 1
 
 
 def test_pyg_potential_folder_saved_under_old_module_names_loads_weights_only():
@@ -422,3 +458,119 @@ def test_evaluate_refuses_a_delta_model(tmp_path):
     model = anchored_tiny_model(emt(), elemental_references(emt(), ["Cu"], cache_dir=tmp_path, progress=False))
     with pytest.raises(ValueError, match="predicts the residual to EMT-test"):
         evaluate(model, None, "e_form_r2scan")
+
+
+def test_wheel_shipped_potentials_are_named_package_model_head():
+    from matgl_cgat.potentials import NamedPotential, parse_name
+
+    assert parse_name("chgnet:r2scan") == NamedPotential("chgnet", "r2scan")
+    assert parse_name("SevenNet:7net-MF-0:R2SCAN") is None  # the package name is sevenn
+    assert parse_name("sevenn:7net-MF-0:R2SCAN") == NamedPotential("sevenn", "7net-mf-0", "r2scan")
+    assert parse_name("M3GNet-MatPES-r2SCAN-v2025.1-PES") is None and parse_name("/tmp/a:b") is None
+    with pytest.raises(ValueError, match="ships no model 'v9'.*known: chgnet:r2scan, chgnet:0.3.0"):
+        parse_name("chgnet:v9")
+    with pytest.raises(ValueError, match="needs a head, one of r2scan, pbe"):
+        parse_name("sevenn:7net-mf-0")
+    with pytest.raises(ValueError, match="has a single head"):
+        parse_name("sevenn:7net-0:pbe")
+
+
+def test_wheel_shipped_potential_without_its_package_gives_the_install_line(monkeypatch, tmp_path):
+    import importlib.metadata
+
+    from matgl_cgat.potentials import MissingPotentialError, PotentialAnchor, load_potential
+
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "chgnet":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(MissingPotentialError, match=r'chgnet:r2scan needs the chgnet package.*pip install "chgnet==0.4.2"'):
+        load_potential("chgnet:r2scan")
+    anchor = PotentialAnchor("chgnet:r2scan", "CHGNet-r2scan (chgnet 0.4.2)|ase:chgnet.model.dynamics.CHGNetCalculator",
+                             {"Cu": -3.0})
+    assert "pip install" in anchor.as_card()["find_potential"]
+    with pytest.raises(MissingPotentialError, match="adds its output to the universal potential chgnet:r2scan"):
+        anchor.source(tmp_path)  # a folder given for another Δ-model's potential is not tried
+
+
+def test_calculator_anchor_identity_is_compared_whole(monkeypatch):
+    from matgl_cgat.potentials import PotentialAnchor, _anchored
+
+    other = CalculatorEnergy(EMT(), name="CHGNet-0.3.0 (chgnet 0.4.2)")
+    monkeypatch.setattr(_anchored, "load_potential", lambda spec: other)
+    same_class_other_weights = PotentialAnchor("chgnet:r2scan", f"CHGNet-r2scan (chgnet 0.4.2)|ase:{EMT.__module__}.EMT",
+                                               {"Cu": -3.0})
+    with pytest.raises(ValueError, match="was trained against"):
+        same_class_other_weights.source()
+    assert PotentialAnchor("chgnet:0.3.0", other.identity, {"Cu": -3.0}).source() is other
+
+
+def test_a_calculator_that_fails_is_a_named_error_or_a_skip(tmp_path):
+    class Broken(EMT):
+        def calculate(self, atoms=None, *args, **kwargs):
+            if len(atoms) == 4 and "Au" in atoms.get_chemical_symbols():
+                raise RuntimeError("neighbour list overflow")
+            super().calculate(atoms, *args, **kwargs)
+
+    source = CalculatorEnergy(Broken(), name="Broken-EMT", elements=EMT_ELEMENTS)
+    refs = elemental_references(source, ["Cu", "Au"], cache_dir=tmp_path, progress=False)  # 1-atom cells
+    with pytest.raises(PotentialError, match="cu3au: Broken-EMT failed \\(RuntimeError: neighbour list overflow\\)"):
+        formation_enthalpies([l12()], source, ids=["cu3au"], references=refs, cache_dir=tmp_path, progress=False)
+    result = formation_enthalpies([l12(), fcc("Cu", 3.6)], source, ids=["cu3au", "cu"], references=refs,
+                                  cache_dir=tmp_path, on_error="skip", progress=False)
+    assert list(result.skipped) == ["cu3au"] and np.isfinite(result.e_form[1])
+
+
+def test_chgnet_r2scan_by_name_gives_nacl_close_to_measured(tmp_path, nacl):
+    pytest.importorskip("chgnet", reason="chgnet (the [potentials] extra, PyG stack) is not installed")
+    result = formation_enthalpies([nacl], "chgnet:r2scan", ids=["NaCl"], cache_dir=tmp_path, progress=False)
+    assert result.potential.startswith("CHGNet-r2scan (chgnet ")
+    assert -2.4 < result.e_form[0] < -1.8  # measured -2.13 eV/atom
+
+
+def test_a_structure_the_potential_cannot_take_empties_only_the_delta_column(tmp_path):
+    from matgl_cgat.predict import format_rows, predict_all
+
+    from .conftest import make_model
+
+    source = emt()
+    refs = elemental_references(source, ["Cu", "Au"], cache_dir=tmp_path, progress=False)
+    delta, plain = anchored_tiny_model(source, refs), make_model()
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # outside EMT's table
+    models = {"delta": delta, "plain": plain}
+    with pytest.raises(PotentialError, match="nacl: element\\(s\\) Cl, Na are outside EMT-test's table"):
+        predict_all(models, {"cu": fcc("Cu", 3.6), "nacl": nacl}, potential=source)
+    skipped: list = []
+    rows = predict_all(models, {"cu": fcc("Cu", 3.6), "nacl": nacl}, potential=source, on_error="skip",
+                       skipped=skipped)
+    assert [r["id"] for r in rows] == ["cu", "nacl"] and skipped == []
+    assert rows[1]["delta"] is None and "outside EMT-test's table" in rows[1]["delta missing"]
+    assert np.isfinite(rows[1]["plain"]) and np.isfinite(rows[0]["delta"])
+    table = format_rows(rows, models, "table")
+    assert "n/a" in table and "(n/a: delta has no value for nacl: nacl: element(s) Cl, Na" in table
+    assert '"missing": "nacl: element(s) Cl, Na' in format_rows(rows, models, "json")
+    csv_text = format_rows(rows, models, "csv").splitlines()
+    assert csv_text[2].split(",")[2] == ""  # the empty delta value
+
+
+def test_cached_references_follow_the_data_file_content(tmp_path):
+    import json as _json
+
+    def write(a: float) -> Path:
+        path = tmp_path / "elements.jsonl"
+        record = {"mat_id": "cu-1", "structure": fcc("Cu", a).as_dict(), "e_hull_pbe": 0.0}
+        path.write_text(_json.dumps(record) + "\n")
+        return path
+
+    source = emt(counting=True)
+    first = elemental_references(source, ["Cu"], data_file=write(3.6), cache_dir=tmp_path, progress=False)
+    CountingEMT.calls = 0
+    elemental_references(source, ["Cu"], data_file=write(3.6), cache_dir=tmp_path, progress=False)
+    assert CountingEMT.calls == 0  # same content: from the cache
+    second = elemental_references(source, ["Cu"], data_file=write(3.4), cache_dir=tmp_path, progress=False)
+    assert CountingEMT.calls > 0  # same name, other content: computed again
+    assert second.identity == first.identity

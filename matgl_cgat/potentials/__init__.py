@@ -12,13 +12,14 @@ The model core never imports it.
 
 from __future__ import annotations
 
-from ._anchored import (CARD_KEY, POTENTIALS_ENV, MissingPotentialError, PotentialAnchor, anchor_of,
-                        anchored_predictions)
+from ._anchored import CARD_KEY, POTENTIALS_ENV, PotentialAnchor, anchor_of, anchored_predictions
 from ._cache import ENV_VAR, EnergyCache, ReferenceCache, default_cache_dir, structure_digest
 from ._correction import ElementCorrection
 from ._energy import CalculatorEnergy, EnergySource, MatGLPotentialEnergy, load_potential
 from ._enthalpy import EnthalpyResult, formation_enthalpies
-from ._errors import PotentialError
+from ._errors import MissingPotentialError, PotentialError
+from ._named import KNOWN as NAMED_POTENTIALS
+from ._named import NamedPotential, named_potential, parse_name
 from ._references import (Candidate, ElementalReferences, data_file_candidates, elemental_references,
                           hand_built_candidates)
 from ._relax import OPTIMIZERS, RelaxOptions, Relaxed, relax_atoms
@@ -40,6 +41,10 @@ __all__ = [
     "EnergySource",
     "EnthalpyResult",
     "MatGLPotentialEnergy",
+    "NAMED_POTENTIALS",
+    "NamedPotential",
+    "named_potential",
+    "parse_name",
     "PotentialError",
     "ReferenceCache",
     "RelaxOptions",

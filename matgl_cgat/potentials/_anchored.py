@@ -24,16 +24,14 @@ import numpy as np
 from ._correction import ElementCorrection
 from ._energy import EnergySource, load_potential
 from ._enthalpy import as_structures, formation_enthalpies
+from ._errors import MissingPotentialError
+from ._named import parse_name
 from ._references import ElementalReferences
 
 #: Where a user may point at an anchor potential's folder without a command-line flag.
 POTENTIALS_ENV = "MATGL_CGAT_POTENTIALS"
 CARD_KEY = "anchor"
 _FOUND: dict = {}
-
-
-class MissingPotentialError(FileNotFoundError):
-    """A Δ-model's potential is not where MatGL (or the user) keeps it."""
 
 
 @dataclass
@@ -61,7 +59,7 @@ class PotentialAnchor:
                 "correction": self.correction.as_dict() if self.correction else None,
                 "how": "prediction = the potential's formation enthalpy (static energy minus these references) "
                        "+ the per-element correction + this model's output",
-                "find_potential": f"by name in MatGL's cache, or a folder given as --potential / ${POTENTIALS_ENV}"}
+                "find_potential": _how_to_find(self.potential)}
 
     @classmethod
     def from_card(cls, card: dict) -> PotentialAnchor:
@@ -72,17 +70,28 @@ class PotentialAnchor:
 
     def source(self, where: str | Path | None = None) -> EnergySource:
         """The potential, from ``where``, ``$MATGL_CGAT_POTENTIALS`` (a folder holding it, or its folder),
-        or MatGL's cache by name; refused if its identity is not the card's."""
+        or MatGL's cache by name; a wheel-shipped potential (``chgnet:r2scan``) from its installed package,
+        whatever folder is given (the folders are other Δ-models' potentials). Refused if its identity is
+        not the card's."""
         key = (str(where), os.environ.get(POTENTIALS_ENV), self.potential, self.identity)
         if key in _FOUND:  # one load per process: the demo table and its predictions share it
             return _FOUND[key]
-        candidates = [Path(p) for p in (where, os.environ.get(POTENTIALS_ENV)) if p]
-        candidates = [p / self.potential if (p / self.potential / "model.json").is_file() else p for p in candidates]
+        if parse_name(self.potential) is not None:
+            candidates = []
+        else:
+            candidates = [Path(p) for p in (where, os.environ.get(POTENTIALS_ENV)) if p]
+            candidates = [p / self.potential if (p / self.potential / "model.json").is_file() else p
+                          for p in candidates]
         tried = []
         for spec in [*candidates, self.potential]:
             try:
                 source = load_potential(spec)
                 break
+            except MissingPotentialError as exc:
+                if parse_name(self.potential) is not None:
+                    raise MissingPotentialError(f"this model adds its output to the universal potential "
+                                                f"{self.potential}: {exc}") from None
+                tried.append(f"{spec}: {exc}")
             except (ValueError, FileNotFoundError) as exc:
                 tried.append(f"{spec}: {exc}")
         else:
@@ -113,8 +122,17 @@ class PotentialAnchor:
 
 
 def _numbers(identity: str) -> str:
-    """What decides a potential's numbers: its identity without the name (weights digest, MatGL generation)."""
-    return identity.split("|", 1)[-1]
+    """What decides a potential's numbers: a MatGL potential's identity without its (folder) name, since
+    the weights digest and MatGL generation follow it; a calculator's whole identity, whose name holds
+    the model and its wheel's version."""
+    return identity.split("|", 1)[-1] if "|matgl" in identity else identity
+
+
+def _how_to_find(potential: str) -> str:
+    named = parse_name(potential)
+    if named is not None:
+        return f"its weights ship in a pip wheel: {named.install}"
+    return f"by name in MatGL's cache, or a folder given as --potential / ${POTENTIALS_ENV}"
 
 
 def anchor_of(model) -> PotentialAnchor | None:

@@ -60,14 +60,15 @@ class EnergyCache:
             self._read()
 
     def _read(self) -> None:
-        lines = self.path.read_text().split("\n")
+        text = self.path.read_text()
+        lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         for number, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
             except ValueError:
-                if number == len(lines) and not self.path.read_text().endswith("\n"):
+                if number == len(lines) and not text.endswith("\n"):
                     self.torn_lines += 1  # killed mid-write: that structure is computed again
                     warnings.warn(f"{self.path}: line {number} was cut off by an interrupted run; its structure "
                                   "will be computed again", UserWarning, stacklevel=3)
@@ -81,7 +82,12 @@ class EnergyCache:
             self._rows[(row["id"], row["digest"])] = row
         if self.torn_lines:  # rewrite without the torn line so later appends start on a fresh line
             keep = lines[:-1]
-            atomic_write_text(self.path, "\n".join(keep) + "\n")
+            if keep:
+                atomic_write_text(self.path, "\n".join(keep) + "\n")
+            else:  # the header itself was cut off: start the file anew (the next add writes the header)
+                self.path.unlink()
+        elif text and not text.endswith("\n"):  # a whole last record without its newline: end the line
+            atomic_write_text(self.path, text + "\n")  # before anything is appended to it
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -62,7 +62,12 @@ class EnergySource:
                 self.check_elements(structure, label)
                 atoms = AseAtomsAdaptor.get_atoms(structure)
                 atoms.calc = calc
-                out.append(_finite(float(atoms.get_potential_energy()), label, self.name))
+                try:
+                    energy = float(atoms.get_potential_energy())
+                except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # as the batched path
+                    raise PotentialError(f"{label}: {self.name} failed ({type(exc).__name__}: {exc})",
+                                         transient=True) from None
+                out.append(_finite(energy, label, self.name))
             except PotentialError as exc:
                 out.append(exc)
         return out
@@ -151,7 +156,7 @@ class MatGLPotentialEnergy(EnergySource):
                 energies = self._batched([structures[i] for i in chunk])
             except (RuntimeError, ValueError, IndexError) as exc:  # find the structure that fails alone
                 if len(chunk) == 1:
-                    out[chunk[0]] = PotentialError(f"{labels[chunk[0]]}: {self.name} failed ({exc})")
+                    out[chunk[0]] = PotentialError(f"{labels[chunk[0]]}: {self.name} failed ({exc})", transient=True)
                     continue
                 energies = [self.static_energies([structures[i]], [labels[i]])[0] for i in chunk]
             for i, energy in zip(chunk, energies):
@@ -195,23 +200,29 @@ def _as_result(energy: float, label: str, name: str) -> float | PotentialError:
 
 
 def load_potential(spec, batch_size: int = 16) -> EnergySource:
-    """An :class:`EnergySource` for a MatGL potential name or folder, or an already made source.
+    """An :class:`EnergySource` for a MatGL potential name or folder, a wheel-shipped potential's name
+    (``chgnet:r2scan``, ``sevenn:7net-mf-0:r2scan``: see :mod:`matgl_cgat.potentials._named`), or an
+    already made source.
 
-    A name is found the way MatGL finds it, on disk only (MatGL's cache; this package never
-    downloads); a folder is read weights-only. An ASE calculator needs a name: wrap it in
+    A MatGL name is found the way MatGL finds it, on disk only (MatGL's cache; this package never
+    downloads); a folder is read weights-only. Any other ASE calculator needs a name: wrap it in
     :class:`CalculatorEnergy` yourself.
     """
     if isinstance(spec, EnergySource):
         return spec
     from pathlib import Path
 
-    from matgl.apps.pes import Potential
-
-    from matgl_cgat.pretrained import load_model
+    from ._named import named_potential, parse_name
 
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"a MatGL potential name or folder, or an EnergySource; got {type(spec).__name__} "
                         "(wrap an ASE calculator as CalculatorEnergy(calc, name=...))")
+    if parse_name(str(spec)) is not None:
+        return named_potential(str(spec))
+    from matgl.apps.pes import Potential
+
+    from matgl_cgat.pretrained import load_model
+
     model = load_model(spec)
     if not isinstance(model, Potential):
         raise ValueError(f"{spec}: a {type(model).__name__}, not a MatGL Potential (a universal potential "

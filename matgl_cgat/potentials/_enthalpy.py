@@ -166,6 +166,7 @@ def formation_enthalpies(
     todo = [rid for rid in usable if cache.get(rid, digests[rid]) is None]
     from_cache = len(usable) - len(todo)
     calculator = source.calculator() if (relax is not None and todo) else None
+    uncached: dict[str, PotentialError] = {}
     with tqdm(total=len(todo), desc=f"{source.name} energies ({mode})", disable=not progress or not todo) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
@@ -180,6 +181,9 @@ def formation_enthalpies(
                         energies.append(exc)
             rows = []
             for r, e in zip(part, energies):
+                if isinstance(e, PotentialError) and e.transient:  # reported, never cached: a rerun retries
+                    uncached[r] = e
+                    continue
                 row = {"id": r, "digest": digests[r], "n_atoms": len(by_id[r])}
                 row.update({"error": str(e)} if isinstance(e, PotentialError) else {"energy": float(e)})
                 rows.append(row)
@@ -189,6 +193,9 @@ def formation_enthalpies(
     energy = np.full(len(ids), np.nan)
     position = {rid: i for i, rid in enumerate(ids)}
     for rid in usable:
+        if rid in uncached:
+            fail(rid, uncached[rid])
+            continue
         row = cache.get(rid, digests[rid])
         if "error" in row:
             fail(rid, PotentialError(row["error"]))

@@ -6,4 +6,17 @@ from __future__ import annotations
 class PotentialError(ValueError):
     """A structure a universal potential cannot give an energy for (an element outside its table, a
     relaxation that diverged or did not converge, a non-finite energy); the message names the
-    structure, the potential and the problem."""
+    structure, the potential and the problem.
+
+    ``transient`` marks a failure of the model's code on this run (a ``RuntimeError`` such as running out
+    of memory) rather than a property of the structure: it is reported but never cached, so a rerun
+    tries that structure again."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class MissingPotentialError(FileNotFoundError):
+    """A potential that is not at hand: a MatGL potential not in MatGL's cache or the folder given, or a
+    wheel-shipped one whose package is not installed; the message says where to put it or what to install."""

@@ -78,6 +78,22 @@ class ElementalReferences:
         return (total_energy - reference) / composition.num_atoms
 
 
+#: Raised whenever :func:`hand_built_candidates` or :func:`data_file_candidates` change which crystals they
+#: offer, so that references cached from the old candidate set are not reused.
+CANDIDATES_VERSION = 2
+
+
+def _file_digest(path: str | Path) -> str:
+    """A digest of a data file's bytes: cached references follow its content, not only its name."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
 def data_file_candidates(path: str | Path, elements: Iterable[str], per_element: int = 2,
                          max_sites: int = 64, hull_key: str = "e_hull_pbe") -> list[Candidate]:
     """Elemental crystals of a JSON-lines file in ``mp_gap.jsonl.gz``'s layout, up to ``per_element``
@@ -188,9 +204,9 @@ def elemental_references(
         for el in [el for el in elements if el not in source.elements]:
             fail(el, f"no elemental reference possible for {el}: outside {source.name}'s table")
         elements = [el for el in elements if el not in missing]
-    data_key = f"data={Path(data_file).name}" if data_file else "data=none"
+    data_key = f"data={Path(data_file).name}@{_file_digest(data_file)}" if data_file else "data=none"
     cache = ReferenceCache(cache_dir or default_cache_dir(), source.identity,
-                           f"{relax.key()};{data_key}")
+                           f"{relax.key()};{data_key};candidates={CANDIDATES_VERSION}")
     todo = [el for el in elements if el not in cache.entries]
     from_file = data_file_candidates(data_file, todo) if (todo and data_file) else []
     calculator = source.calculator() if todo else None

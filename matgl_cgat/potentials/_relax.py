@@ -81,7 +81,7 @@ def relax_atoms(atoms, calculator, options: RelaxOptions, name: str = "structure
     try:
         converged = optimizer.run(fmax=options.fmax, steps=options.steps)
     except (RuntimeError, ValueError, FloatingPointError, IndexError) as exc:
-        raise PotentialError(f"{name}: relaxation failed ({exc})") from None
+        raise PotentialError(f"{name}: relaxation failed ({exc})", transient=isinstance(exc, RuntimeError)) from None
     energy = float(atoms.get_potential_energy())
     if not math.isfinite(energy):
         raise PotentialError(f"{name}: relaxation reached a non-finite energy")
