@@ -133,6 +133,8 @@ def _models(args: argparse.Namespace) -> int:
                 lo, hi = value.get("volume_per_atom", (float("nan"), float("nan")))
                 value = (f"{value.get('n_structures')} training structures, {len(value.get('element_counts', {}))} "
                          f"elements, volume per atom {lo:.1f}-{hi:.1f} A^3 ({value.get('source', '')})")
+            if key == "test_predictions" and isinstance(value, dict):  # one number per test crystal
+                value = f"{len(value)} test crystals' predictions stored in the card (model.json)"
             if key == "anchor" and isinstance(value, dict):  # 80-odd reference energies: summarise
                 correction = value.get("correction") or {}
                 value = (f"adds its output to {value.get('potential')} ({value.get('identity')}): "

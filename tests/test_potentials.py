@@ -343,15 +343,30 @@ def test_pyg_potential_folder_saved_under_old_module_names_loads_weights_only():
 
 
 def test_element_without_any_reference_candidate_is_named_or_counted(tmp_path):
-    # Pu: no data file here, and ASE tabulates no standard state, so there is no candidate at all
-    pu_cu = Structure(Lattice.cubic(3.8), ["Pu", "Cu", "Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    # Fr: no data file here, no standard state in ASE, no radius in pymatgen: no candidate at all
+    fr_cu = Structure(Lattice.cubic(3.8), ["Fr", "Cu", "Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     anything = CalculatorEnergy(EMT(), name="EMT-any")  # no element table: the reference is what fails
-    with pytest.raises(PotentialError, match="Pu: no elemental reference from EMT-any: no candidate crystal"):
-        formation_enthalpies([pu_cu], anything, ids=["pucu3"], cache_dir=tmp_path, progress=False)
-    result = formation_enthalpies([pu_cu, fcc("Cu", 3.6)], anything, ids=["pucu3", "cu"], cache_dir=tmp_path,
+    with pytest.raises(PotentialError, match="Fr: no elemental reference from EMT-any: no candidate crystal"):
+        formation_enthalpies([fr_cu], anything, ids=["frcu3"], cache_dir=tmp_path, progress=False)
+    result = formation_enthalpies([fr_cu, fcc("Cu", 3.6)], anything, ids=["frcu3", "cu"], cache_dir=tmp_path,
                                   on_error="skip", progress=False)
-    assert list(result.skipped) == ["pucu3"] and "no elemental reference for Pu" in result.skipped["pucu3"]
-    assert "Pu" in result.references.missing and np.isfinite(result.e_form[1])
+    assert list(result.skipped) == ["frcu3"] and "no elemental reference for Fr" in result.skipped["frcu3"]
+    assert "Fr" in result.references.missing and np.isfinite(result.e_form[1])
+
+
+def test_close_packed_cells_are_the_last_resort_for_an_element(tmp_path, monkeypatch):
+    from matgl_cgat.potentials import _references
+
+    fcc_pu, bcc_pu = _references.close_packed_candidates("Pu")  # Pu: ASE's monoclinic state cannot be built
+    assert fcc_pu.structure.get_space_group_info()[0] == "Fm-3m" and bcc_pu.structure.get_space_group_info()[0] == "Im-3m"
+    assert fcc_pu.structure.volume / 4 == pytest.approx(bcc_pu.structure.volume / 2, rel=0.1)  # both sized by r
+    assert not any("fallback" in c.origin for c in hand_built_candidates("Cu"))
+    cu = elemental_references(emt(), ["Cu"], cache_dir=tmp_path / "a", progress=False)
+    assert "fallback" not in cu.origins["Cu"]  # beside a known ground state the fallback is never tried
+    monkeypatch.setattr(_references, "hand_built_candidates", lambda el: [])
+    alone = elemental_references(emt(), ["Cu"], cache_dir=tmp_path / "b", progress=False)
+    assert alone.origins["Cu"] == "fcc (hand-built, close-packed fallback)"  # EMT's Cu: fcc below bcc
+    assert alone.energies["Cu"] == pytest.approx(cu.energies["Cu"], abs=2e-3)
 
 
 def test_chalcogens_without_data_get_chain_crystals():

@@ -13,7 +13,8 @@ so that a candidate stays the phase it is):
   diamond, ... with its lattice constant), a dimer in a 12 Å box where the standard state is a
   diatomic molecule (relaxed without the box), graphite for carbon and trigonal chains for S, Se and
   Te, because the data file lacks the ground state of several elements (N2, graphite, hcp Be/Zr/Lu,
-  sulfur and selenium altogether, ...).
+  sulfur and selenium altogether, ...);
+- only where neither gives any candidate (plutonium), fcc and bcc cells sized by the element's radius.
 
 Why not every lattice one can build: a potential can have deep spurious minima far from its
 training data. Measured with M3GNet-MatPES-r2SCAN (MatGL 1.3): simple-cubic Si relaxes, even with its
@@ -126,6 +127,27 @@ def data_file_candidates(path: str | Path, elements: Iterable[str], per_element:
     return out
 
 
+def close_packed_candidates(element: str) -> list[Candidate]:
+    """fcc and bcc cells of ``element`` at the lattice constant its metallic (else atomic) radius gives:
+    the last resort for an element with no other candidate (plutonium: no elemental crystal in mp_gap,
+    and ASE tabulates a monoclinic standard state it cannot build). Relaxed with the cell, the lower is
+    kept; for Pu that is close to delta-Pu (fcc), the phase a DFT reference of Pu usually is."""
+    import warnings
+
+    from pymatgen.core import Element, Lattice, Structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen warns for elements without a metallic radius
+        radius = Element(element).metallic_radius or Element(element).atomic_radius
+    if not radius:
+        return []
+    r = float(radius)
+    return [Candidate(element, "fcc (hand-built, close-packed fallback)",
+                      Structure.from_spacegroup("Fm-3m", Lattice.cubic(2 * 2**0.5 * r), [element], [[0, 0, 0]])),
+            Candidate(element, "bcc (hand-built, close-packed fallback)",
+                      Structure.from_spacegroup("Im-3m", Lattice.cubic(4 * r / 3**0.5), [element], [[0, 0, 0]]))]
+
+
 def hand_built_candidates(element: str) -> list[Candidate]:
     """The element's tabulated standard state (``ase.data.reference_states`` through ``ase.build.bulk``),
     a dimer in a 12 Å box for diatomic elements, and graphite for carbon."""
@@ -212,6 +234,7 @@ def elemental_references(
     calculator = source.calculator() if todo else None
     for el in tqdm(todo, desc=f"elemental references ({source.name})", disable=not progress or not todo):
         candidates = [c for c in from_file if c.element == el] + hand_built_candidates(el)
+        candidates = candidates or close_packed_candidates(el)  # never beside a known ground state
         results, failures = [], []
         for c in candidates:
             options = replace(relax, relax_cell=relax.relax_cell and not c.molecule)
@@ -225,7 +248,8 @@ def elemental_references(
             results.append((relaxed.energy / len(c.structure), c.origin))
         if not results:
             fail(el, f"{el}: no elemental reference from {source.name}: " + ("; ".join(failures) or (
-                "no candidate crystal (none in the data file, and ASE tabulates no standard state)")))
+                "no candidate crystal (none in the data file, ASE tabulates no standard state, and no radius "
+                "to size a close-packed cell)")))
             continue
         energy, origin = min(results)
         cache.entries[el] = {"energy_per_atom": energy, "origin": origin, "relaxed": len(results),

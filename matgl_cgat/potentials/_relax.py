@@ -80,7 +80,7 @@ def relax_atoms(atoms, calculator, options: RelaxOptions, name: str = "structure
     optimizer = getattr(ase.optimize, options.optimizer)(target, logfile=None)
     try:
         converged = optimizer.run(fmax=options.fmax, steps=options.steps)
-    except (RuntimeError, ValueError, FloatingPointError, IndexError) as exc:
+    except (RuntimeError, ValueError, FloatingPointError, IndexError, KeyError, NotImplementedError) as exc:
         raise PotentialError(f"{name}: relaxation failed ({exc})", transient=isinstance(exc, RuntimeError)) from None
     energy = float(atoms.get_potential_energy())
     if not math.isfinite(energy):
