@@ -38,6 +38,7 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,8 +125,9 @@ def main() -> None:
             except (MissingPotentialError, ValueError) as exc:
                 add(shown, None, None, f"its potential is not at hand: {str(exc)[:160]}")
                 continue
-            pred, speed = timed(lambda s: anchored_predictions(model, s, ids, potential=args.delta_potential,
-                                                               cache_dir=args.cache, on_error="skip"), structures)
+            with tempfile.TemporaryDirectory() as fresh:  # energies computed now, not read from a cache
+                pred, speed = timed(lambda s: anchored_predictions(model, s, ids, potential=args.delta_potential,
+                                                                   cache_dir=fresh, on_error="skip"), structures)
             add(shown, pred, speed, f"Δ-model on {anchor_of(model).potential}")
             continue
         pred, speed = timed(lambda s: [model.predict_structure(x, fidelity=fidelity) if fidelity else
@@ -154,8 +156,6 @@ def main() -> None:
                 "MatGL; clipped at 0 eV as the CGAT gap models; trained on most of these gaps")
 
     if args.potential is not None and energy:
-        import tempfile
-
         from matgl_cgat.potentials import elemental_references, formation_enthalpies, load_potential
 
         source = load_potential(args.potential)

@@ -66,7 +66,7 @@ class EnergySource:
                     energy = float(atoms.get_potential_energy())
                 except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # as the batched path
                     raise PotentialError(f"{label}: {self.name} failed ({type(exc).__name__}: {exc})",
-                                         transient=True) from None
+                                         transient=isinstance(exc, RuntimeError)) from None
                 out.append(_finite(energy, label, self.name))
             except PotentialError as exc:
                 out.append(exc)
@@ -156,7 +156,8 @@ class MatGLPotentialEnergy(EnergySource):
                 energies = self._batched([structures[i] for i in chunk])
             except (RuntimeError, ValueError, IndexError) as exc:  # find the structure that fails alone
                 if len(chunk) == 1:
-                    out[chunk[0]] = PotentialError(f"{labels[chunk[0]]}: {self.name} failed ({exc})", transient=True)
+                    out[chunk[0]] = PotentialError(f"{labels[chunk[0]]}: {self.name} failed ({exc})",
+                                                   transient=isinstance(exc, RuntimeError))
                     continue
                 energies = [self.static_energies([structures[i]], [labels[i]])[0] for i in chunk]
             for i, energy in zip(chunk, energies):
