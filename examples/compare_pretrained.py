@@ -167,6 +167,9 @@ def main() -> None:
                                                                cache_dir=fresh, on_error="skip").e_form, structures)
         add(f"{source.name} (zero-shot)", pred, speed, "universal potential, static energies, its own references")
 
+    if not rows:
+        raise SystemExit(f"no ready-made model for {args.target} here (no shipped CGAT predicts it; give "
+                         "--matgl-models or --potential for more candidates)")
     width = max(len(r["model"]) for r in rows)
     units = "eV/atom" if energy else "eV"
     print(f"\n{args.target}: {len(y)} test crystals, errors in {units}")

@@ -74,7 +74,7 @@ def _predict(args: argparse.Namespace) -> int:
                       f"({anchor.as_card()['find_potential']}); see its card (mgl-cgat models)", file=sys.stderr)
             except ValueError as exc:  # found, but not the numbers it was trained against
                 del loaded[name]
-                print(f"mgl-cgat: {name} left out: {str(exc)[:240]}", file=sys.stderr)
+                print(f"mgl-cgat: {name} left out: {exc}", file=sys.stderr)
     models = by_fidelity(loaded, args.fidelity)
     skipped: list = []
     structures = read_structure_files(args.files, args.on_error, skipped) if args.files else example_structures()
@@ -97,7 +97,9 @@ def _predict(args: argparse.Namespace) -> int:
                         references[sid].update({k: v for k, v in found.items() if k not in references[sid]})
         elif args.labels != "auto":
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
-    rows = predict_all(models, structures, references, args.on_error, skipped, potential=args.potential)
+    # a Δ-model the user did not ask for must not stop the demo table: its potential skips what it cannot take
+    rows = predict_all(models, structures, references, args.on_error, skipped, potential=args.potential,
+                       potential_on_error=None if args.model else "skip")
     if not rows:
         for where, why in skipped:
             print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)

@@ -145,12 +145,13 @@ def property_of(model) -> str | None:
 
 
 def predict_all(models: dict, structures: dict, references: dict | None = None, on_error: str = "raise",
-                skipped: list | None = None, potential=None) -> list[dict]:
+                skipped: list | None = None, potential=None, potential_on_error: str | None = None) -> list[dict]:
     """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
     Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head), ``<model>
     metal`` (a :class:`MetalDecision`, for models with a metal gate), ``<model> missing`` (why a
-    Δ-model's value is None: its potential could not take the structure, with ``on_error="skip"``),
+    Δ-model's value is None: its potential could not take the structure, with ``on_error="skip"`` or
+    ``potential_on_error="skip"``, which applies to the Δ-models' potentials alone),
     ``<model> flags`` (:class:`~matgl_cgat.domain.DomainFlags` against that model's training domain).
     Each structure is converted once per distinct converter setting, not once per model. With
     ``references`` (``{structure id: {"mat_id", label: value}}``, see
@@ -169,7 +170,7 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
 
     from matgl_cgat.domain import TrainingDomain, domain_flags, formula_of, inspect_structure
 
-    baselines = _anchor_values(models, structures, on_error, potential)
+    baselines = _anchor_values(models, structures, potential_on_error or on_error, potential)
     rows = []
     for sid, s in structures.items():
         row: dict = {"id": sid, "formula": formula_of(s)}
@@ -190,23 +191,23 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
             continue
         for name, model in models.items():  # a failing model is the model's error, never a skipped input
             why_not = baselines[name][1].get(sid) if name in baselines else None
-            if why_not:  # a Δ-model whose potential cannot take this input (with on_error="raise" it raised):
-                row[name] = None  # its column alone stays empty, the other models still answer
+            if why_not:  # a Δ-model whose potential cannot take this input: its value alone stays empty,
+                row[name] = None  # the other models still answer
                 row[f"{name} missing"] = why_not
-                continue
-            model.eval()
-            graph = graphs[tuple(sorted(model.graph_converter().settings().items()))]
-            with torch.no_grad():
-                if getattr(model, "sigma_head", None) is not None:
-                    value, sigma = model(graph, return_sigma=True)
-                    row[f"{name} sigma"] = float(sigma)
-                else:
-                    value = model(graph)
-                if getattr(model, "metal_head", None) is not None:
-                    decided, probability = model.metal_decision(graph)
-                    row[f"{name} metal"] = MetalDecision(bool(decided[0, 0]), float(probability[0, 0]),
-                                                         float(getattr(model, "metal_below", 0.1)))
-            row[name] = float(value) + (baselines[name][0][sid] if name in baselines else 0.0)
+            else:
+                model.eval()
+                graph = graphs[tuple(sorted(model.graph_converter().settings().items()))]
+                with torch.no_grad():
+                    if getattr(model, "sigma_head", None) is not None:
+                        value, sigma = model(graph, return_sigma=True)
+                        row[f"{name} sigma"] = float(sigma)
+                    else:
+                        value = model(graph)
+                    if getattr(model, "metal_head", None) is not None:
+                        decided, probability = model.metal_decision(graph)
+                        row[f"{name} metal"] = MetalDecision(bool(decided[0, 0]), float(probability[0, 0]),
+                                                             float(getattr(model, "metal_below", 0.1)))
+                row[name] = float(value) + (baselines[name][0][sid] if name in baselines else 0.0)
             row[f"{name} flags"] = domain_flags(geometry, TrainingDomain.of_model(model))
             if references is not None:
                 row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
@@ -273,8 +274,6 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                 entry = {"value": _rounded(r[n])}
                 if f"{n} missing" in r:
                     entry["missing"] = r[f"{n} missing"]
-                    item[n] = entry
-                    continue
                 if f"{n} sigma" in r:
                     entry["sigma"] = _rounded(r[f"{n} sigma"])
                 if f"{n} label" in r:
@@ -297,9 +296,8 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
             for n, m in models.items():
                 unit = f" ({units_of(m)})" if units_of(m) else ""
                 line[f"{n}{unit}"] = "" if r[n] is None else _rounded(r[n])
-                if f"{n} missing" in r:
-                    line[f"{n} flags"] = r[f"{n} missing"]
-                    continue
+                if any(f"{n} missing" in x for x in rows):  # a Δ-model without a value somewhere: say why
+                    line[f"{n} missing"] = r.get(f"{n} missing", "")
                 if f"{n} sigma" in r:
                     line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
                 if f"{n} label" in r:
@@ -315,7 +313,8 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                     line[f"measured {key} ({unit})"] = _rounded(r.get("measured", {}).get(key, ""))
             table.append(line)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["id", "formula"])
+        fields = list(dict.fromkeys(k for line in table for k in line)) or ["id", "formula"]  # every row's
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="")  # columns, in first-seen order
         writer.writeheader()
         writer.writerows(table)
         return buf.getvalue()
@@ -374,7 +373,7 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     for r in rows:
         for n in models:
             if f"{n} missing" in r:
-                lines.append(f"(n/a: {n} has no value for {r['id']}: {r[f'{n} missing']})")
+                lines.append(f"(n/a: {n} has no value here; {r[f'{n} missing']})")
     if any(r.get(f"{n} flags") for r in rows for n in models):
         lines.append("(domain flags: Xx(n) = element in only n training structures; short-contact = atoms closer than "
                      "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "

@@ -24,6 +24,14 @@ SHARED_MODELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "models"
 R2SCAN = "M3GNet-MatPES-r2SCAN-v2025.1-PES"
 
 
+@pytest.fixture(autouse=True)
+def fresh_anchor_potentials(monkeypatch):
+    """Each test finds a Δ-model's potential anew (the per-process cache must not carry a stand-in over)."""
+    from matgl_cgat.potentials import _anchored
+
+    monkeypatch.setattr(_anchored, "_FOUND", {})
+
+
 class CountingEMT(EMT):
     """EMT that counts its energy evaluations, to see what a cached run recomputes."""
 
@@ -519,7 +527,7 @@ def test_calculator_anchor_identity_is_compared_whole(monkeypatch):
     monkeypatch.setattr(_anchored, "load_potential", lambda spec: other)
     same_class_other_weights = PotentialAnchor("chgnet:r2scan", f"CHGNet-r2scan (chgnet 0.4.2)|ase:{EMT.__module__}.EMT",
                                                {"Cu": -3.0})
-    with pytest.raises(ValueError, match="was trained against"):
+    with pytest.raises(ValueError, match='was trained against.*install the version it was trained with: pip install "chgnet==0.4.2"'):
         same_class_other_weights.source()
     assert PotentialAnchor("chgnet:0.3.0", other.identity, {"Cu": -3.0}).source() is other
 
@@ -565,11 +573,23 @@ def test_a_structure_the_potential_cannot_take_empties_only_the_delta_column(tmp
     assert [r["id"] for r in rows] == ["cu", "nacl"] and skipped == []
     assert rows[1]["delta"] is None and "outside EMT-test's table" in rows[1]["delta missing"]
     assert np.isfinite(rows[1]["plain"]) and np.isfinite(rows[0]["delta"])
+    assert rows[1]["delta flags"] is not None  # the domain flags do not need the potential
     table = format_rows(rows, models, "table")
-    assert "n/a" in table and "(n/a: delta has no value for nacl: nacl: element(s) Cl, Na" in table
+    assert "n/a" in table and "(n/a: delta has no value here; nacl: element(s) Cl, Na" in table
     assert '"missing": "nacl: element(s) Cl, Na' in format_rows(rows, models, "json")
-    csv_text = format_rows(rows, models, "csv").splitlines()
-    assert csv_text[2].split(",")[2] == ""  # the empty delta value
+    import csv
+    import io
+
+    first_missing = [rows[1], {**rows[0], "delta sigma": 0.01}]  # the row without a value first, a sigma later
+    table = list(csv.DictReader(io.StringIO(format_rows(first_missing, models, "csv"))))
+    assert [t["id"] for t in table] == ["nacl", "cu"]
+    assert table[0]["delta"] == "" and table[0]["delta sigma"] == "" and table[1]["delta sigma"] == "0.01"
+    assert table[0]["delta missing"].startswith("nacl: element(s) Cl, Na") and table[1]["delta missing"] == ""
+    assert table[0]["plain"] != ""
+    with pytest.raises(PotentialError):  # the Δ-models' potentials may skip while everything else raises
+        predict_all(models, {"nacl": nacl}, potential=source)
+    rows = predict_all(models, {"nacl": nacl}, potential=source, potential_on_error="skip")
+    assert rows[0]["delta"] is None and np.isfinite(rows[0]["plain"])
 
 
 def test_cached_references_follow_the_data_file_content(tmp_path):
@@ -589,3 +609,28 @@ def test_cached_references_follow_the_data_file_content(tmp_path):
     second = elemental_references(source, ["Cu"], data_file=write(3.4), cache_dir=tmp_path, progress=False)
     assert CountingEMT.calls > 0  # same name, other content: computed again
     assert second.identity == first.identity
+
+
+def test_a_reference_with_a_candidate_that_failed_for_this_run_only_is_not_cached(tmp_path):
+    import json as _json
+
+    class Flaky(CountingEMT):
+        failing = True
+
+        def calculate(self, atoms=None, *args, **kwargs):
+            if Flaky.failing and len(atoms) == 4:
+                raise RuntimeError("out of memory")
+            super().calculate(atoms, *args, **kwargs)
+
+    data = tmp_path / "elements.jsonl"  # a 4-atom Cu cell besides ASE's 1-atom fcc Cu
+    data.write_text(_json.dumps({"mat_id": "cu-4", "structure": fcc("Cu", 3.6).as_dict(), "e_hull_pbe": 0.0}) + "\n")
+    source = CalculatorEnergy(Flaky(), name="Flaky-EMT", elements=EMT_ELEMENTS)
+    first = elemental_references(source, ["Cu"], data_file=data, cache_dir=tmp_path, progress=False)
+    assert "ASE standard state" in first.origins["Cu"]  # the one candidate that could be relaxed this time
+    Flaky.failing, CountingEMT.calls = False, 0
+    elemental_references(source, ["Cu"], data_file=data, cache_dir=tmp_path, progress=False)
+    assert CountingEMT.calls > 0  # computed again, not replayed from the cache
+    assert not PotentialError("x").transient  # an ordinary error is a property of the structure
+    from matgl_cgat.potentials._errors import transient_failure
+
+    assert transient_failure(RuntimeError("oom")) and not transient_failure(NotImplementedError("stress"))

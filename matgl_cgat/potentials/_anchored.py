@@ -25,7 +25,7 @@ from ._correction import ElementCorrection
 from ._energy import EnergySource, load_potential
 from ._enthalpy import as_structures, formation_enthalpies
 from ._errors import MissingPotentialError
-from ._named import parse_name
+from ._named import PINNED, parse_name, wheel_version
 from ._references import ElementalReferences
 
 #: Where a user may point at an anchor potential's folder without a command-line flag.
@@ -59,7 +59,7 @@ class PotentialAnchor:
                 "correction": self.correction.as_dict() if self.correction else None,
                 "how": "prediction = the potential's formation enthalpy (static energy minus these references) "
                        "+ the per-element correction + this model's output",
-                "find_potential": _how_to_find(self.potential)}
+                "find_potential": _how_to_find(self.potential, self.identity)}
 
     @classmethod
     def from_card(cls, card: dict) -> PotentialAnchor:
@@ -87,12 +87,10 @@ class PotentialAnchor:
             try:
                 source = load_potential(spec)
                 break
-            except MissingPotentialError as exc:
-                if parse_name(self.potential) is not None:
+            except (ValueError, FileNotFoundError) as exc:
+                if parse_name(self.potential) is not None:  # a wheel's potential: its own message says what to do
                     raise MissingPotentialError(f"this model adds its output to the universal potential "
                                                 f"{self.potential}: {exc}") from None
-                tried.append(f"{spec}: {exc}")
-            except (ValueError, FileNotFoundError) as exc:
                 tried.append(f"{spec}: {exc}")
         else:
             raise MissingPotentialError(
@@ -101,9 +99,12 @@ class PotentialAnchor:
                 f"or pass its folder with --potential PATH (Python: potential=PATH) or ${POTENTIALS_ENV}; "
                 f"the shared copy is ../shared/models/matgl/{self.potential} (MatGL 1.3, the [dgl] stack)")
         if _numbers(source.identity) != _numbers(self.identity):  # the folder's name may differ
+            named = parse_name(self.potential)
+            version = wheel_version(self.identity, named.package) if named else None
+            fix = (f"; install the version it was trained with: {named.install_version(version)}" if version else "")
             raise ValueError(f"{self.potential}: the potential found has identity {source.identity!r}, but this model "
                              f"was trained against {self.identity!r} (other weights, or another MatGL generation whose "
-                             "numbers differ); its predictions would be wrong")
+                             f"numbers differ); its predictions would be wrong{fix}")
         _FOUND[key] = source
         return source
 
@@ -128,10 +129,11 @@ def _numbers(identity: str) -> str:
     return identity.split("|", 1)[-1] if "|matgl" in identity else identity
 
 
-def _how_to_find(potential: str) -> str:
+def _how_to_find(potential: str, identity: str) -> str:
     named = parse_name(potential)
     if named is not None:
-        return f"its weights ship in a pip wheel: {named.install}"
+        version = wheel_version(identity, named.package) or PINNED[named.package]
+        return f"its weights ship in a pip wheel: {named.install_version(version)}"
     return f"by name in MatGL's cache, or a folder given as --potential / ${POTENTIALS_ENV}"
 
 

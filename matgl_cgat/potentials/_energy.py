@@ -20,7 +20,7 @@ import math
 import warnings
 from collections.abc import Sequence
 
-from ._errors import PotentialError
+from ._errors import PotentialError, transient_failure
 
 
 class EnergySource:
@@ -66,7 +66,7 @@ class EnergySource:
                     energy = float(atoms.get_potential_energy())
                 except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # as the batched path
                     raise PotentialError(f"{label}: {self.name} failed ({type(exc).__name__}: {exc})",
-                                         transient=isinstance(exc, RuntimeError)) from None
+                                         transient=transient_failure(exc)) from None
                 out.append(_finite(energy, label, self.name))
             except PotentialError as exc:
                 out.append(exc)
@@ -157,7 +157,7 @@ class MatGLPotentialEnergy(EnergySource):
             except (RuntimeError, ValueError, IndexError) as exc:  # find the structure that fails alone
                 if len(chunk) == 1:
                     out[chunk[0]] = PotentialError(f"{labels[chunk[0]]}: {self.name} failed ({exc})",
-                                                   transient=isinstance(exc, RuntimeError))
+                                                   transient=transient_failure(exc))
                     continue
                 energies = [self.static_energies([structures[i]], [labels[i]])[0] for i in chunk]
             for i, energy in zip(chunk, energies):

@@ -20,3 +20,10 @@ class PotentialError(ValueError):
 class MissingPotentialError(FileNotFoundError):
     """A potential that is not at hand: a MatGL potential not in MatGL's cache or the folder given, or a
     wheel-shipped one whose package is not installed; the message says where to put it or what to install."""
+
+
+def transient_failure(exc: BaseException) -> bool:
+    """Whether a model's failure may not recur on a rerun: a ``RuntimeError`` (out of memory, a device
+    error), but not its deterministic subclasses (``NotImplementedError``, such as ASE's property not
+    implemented, and ``RecursionError``)."""
+    return isinstance(exc, RuntimeError) and not isinstance(exc, (NotImplementedError, RecursionError))

@@ -41,9 +41,24 @@ class NamedPotential:
 
     @property
     def install(self) -> str:
-        pin = {"chgnet": "chgnet==0.4.2", "sevenn": "sevenn==0.13.0"}[self.package]
-        return (f'pip install "{pin}" (or "matgl-cgat[potentials]"; it needs torch 2.4 or newer, the [pyg] '
-                "stack)")
+        return self.install_version(PINNED[self.package])
+
+    def install_version(self, version: str) -> str:
+        """The install line for ``version`` of the package (a card names the version it was trained with)."""
+        extra = ' (or "matgl-cgat[potentials]")' if version == PINNED[self.package] else ""
+        return f'pip install "{self.package}=={version}"{extra}; it needs torch 2.4 or newer, the [pyg] stack'
+
+
+#: The versions the ``[potentials]`` extra pins.
+PINNED = {"chgnet": "0.4.2", "sevenn": "0.13.0"}
+
+
+def wheel_version(identity: str, package: str) -> str | None:
+    """The package version a calculator identity records (``"CHGNet-r2scan (chgnet 0.4.2)|..."``)."""
+    import re
+
+    found = re.search(rf"\({re.escape(package)} ([^)\s]+)\)", identity)
+    return found.group(1) if found else None
 
 
 #: package -> {model: heads (None: a single-head model)}
@@ -93,9 +108,17 @@ def named_potential(spec: str) -> CalculatorEnergy:
     except PackageNotFoundError:
         raise MissingPotentialError(f"{named.spec} needs the {named.package} package, whose wheel ships its "
                                     f"weights: {named.install}") from None
-    if named.package == "chgnet":
-        return _chgnet(named, version)
-    return _sevenn(named, version)
+    import contextlib
+    import sys
+
+    try:  # CHGNet prints banners on stdout, which would corrupt a CSV or JSON written there
+        with contextlib.redirect_stdout(sys.stderr):
+            return _chgnet(named, version) if named.package == "chgnet" else _sevenn(named, version)
+    except MissingPotentialError:
+        raise
+    except (ImportError, OSError, RuntimeError, ValueError, AttributeError, KeyError) as exc:  # a broken install
+        raise MissingPotentialError(f"{named.spec}: the installed {named.package} {version} could not load it "
+                                    f"({type(exc).__name__}: {exc}); {named.install}") from None
 
 
 def _chgnet(named: NamedPotential, version: str) -> CalculatorEnergy:

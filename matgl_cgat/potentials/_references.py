@@ -230,12 +230,13 @@ def elemental_references(
     cache = ReferenceCache(cache_dir or default_cache_dir(), source.identity,
                            f"{relax.key()};{data_key};candidates={CANDIDATES_VERSION}")
     todo = [el for el in elements if el not in cache.entries]
+    uncached: dict[str, dict] = {}
     from_file = data_file_candidates(data_file, todo) if (todo and data_file) else []
     calculator = source.calculator() if todo else None
     for el in tqdm(todo, desc=f"elemental references ({source.name})", disable=not progress or not todo):
         candidates = [c for c in from_file if c.element == el] + hand_built_candidates(el)
         candidates = candidates or close_packed_candidates(el)  # never beside a known ground state
-        results, failures = [], []
+        results, failures, transient = [], [], False
         for c in candidates:
             options = replace(relax, relax_cell=relax.relax_cell and not c.molecule)
             name = f"{el} candidate {c.origin}"
@@ -244,6 +245,7 @@ def elemental_references(
                 relaxed = relax_atoms(AseAtomsAdaptor.get_atoms(c.structure), calculator, options, name)
             except PotentialError as exc:
                 failures.append(str(exc))
+                transient = transient or exc.transient
                 continue
             results.append((relaxed.energy / len(c.structure), c.origin))
         if not results:
@@ -252,13 +254,17 @@ def elemental_references(
                 "to size a close-packed cell)")))
             continue
         energy, origin = min(results)
-        cache.entries[el] = {"energy_per_atom": energy, "origin": origin, "relaxed": len(results),
-                             "failed": failures}
+        entry = {"energy_per_atom": energy, "origin": origin, "relaxed": len(results), "failed": failures}
+        if transient:  # a candidate failed for this run only (the model's code): the lowest may be missing,
+            uncached[el] = entry  # so this reference is used now but computed again next time
+            continue
+        cache.entries[el] = entry
         cache.save()
     refs = ElementalReferences(source.identity, missing=missing)
     for el in elements:
         if el in missing:
             continue
-        refs.energies[el] = float(cache.entries[el]["energy_per_atom"])
-        refs.origins[el] = cache.entries[el]["origin"]
+        entry = uncached.get(el) or cache.entries[el]
+        refs.energies[el] = float(entry["energy_per_atom"])
+        refs.origins[el] = entry["origin"]
     return refs

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ._errors import PotentialError
+from ._errors import PotentialError, transient_failure
 
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 #: A relaxed volume outside this factor of the starting one is treated as a divergence.
@@ -81,7 +81,7 @@ def relax_atoms(atoms, calculator, options: RelaxOptions, name: str = "structure
     try:
         converged = optimizer.run(fmax=options.fmax, steps=options.steps)
     except (RuntimeError, ValueError, FloatingPointError, IndexError, KeyError, NotImplementedError) as exc:
-        raise PotentialError(f"{name}: relaxation failed ({exc})", transient=isinstance(exc, RuntimeError)) from None
+        raise PotentialError(f"{name}: relaxation failed ({exc})", transient=transient_failure(exc)) from None
     energy = float(atoms.get_potential_energy())
     if not math.isfinite(energy):
         raise PotentialError(f"{name}: relaxation reached a non-finite energy")
