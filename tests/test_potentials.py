@@ -42,6 +42,20 @@ class CountingEMT(EMT):
         super().calculate(*args, **kwargs)
 
 
+def out_of_memory_on_four_atoms() -> type:
+    """A counting EMT class that runs out of memory on 4-atom cells while its ``failing`` is set."""
+
+    class Flaky(CountingEMT):
+        failing = True
+
+        def calculate(self, atoms=None, *args, **kwargs):
+            if Flaky.failing and len(atoms) == 4:
+                raise RuntimeError("out of memory")
+            super().calculate(atoms, *args, **kwargs)
+
+    return Flaky
+
+
 def emt(counting: bool = False) -> CalculatorEnergy:
     return CalculatorEnergy(CountingEMT() if counting else EMT(), name="EMT-test", elements=EMT_ELEMENTS)
 
@@ -135,14 +149,7 @@ def test_cache_cut_in_its_header_or_before_a_newline_still_resumes(tmp_path):
 
 
 def test_a_failure_of_the_model_code_is_not_cached(tmp_path):
-    class Flaky(EMT):
-        failing = True
-
-        def calculate(self, atoms=None, *args, **kwargs):
-            if Flaky.failing and len(atoms) == 4:
-                raise RuntimeError("out of memory")
-            super().calculate(atoms, *args, **kwargs)
-
+    Flaky = out_of_memory_on_four_atoms()
     source = CalculatorEnergy(Flaky(), name="Flaky-EMT", elements=EMT_ELEMENTS)
     first = formation_enthalpies([l12()], source, ids=["cu3au"], cache_dir=tmp_path, on_error="skip", progress=False)
     assert "out of memory" in first.skipped["cu3au"]
@@ -614,14 +621,7 @@ def test_cached_references_follow_the_data_file_content(tmp_path):
 def test_a_reference_with_a_candidate_that_failed_for_this_run_only_is_not_cached(tmp_path):
     import json as _json
 
-    class Flaky(CountingEMT):
-        failing = True
-
-        def calculate(self, atoms=None, *args, **kwargs):
-            if Flaky.failing and len(atoms) == 4:
-                raise RuntimeError("out of memory")
-            super().calculate(atoms, *args, **kwargs)
-
+    Flaky = out_of_memory_on_four_atoms()
     data = tmp_path / "elements.jsonl"  # a 4-atom Cu cell besides ASE's 1-atom fcc Cu
     data.write_text(_json.dumps({"mat_id": "cu-4", "structure": fcc("Cu", 3.6).as_dict(), "e_hull_pbe": 0.0}) + "\n")
     source = CalculatorEnergy(Flaky(), name="Flaky-EMT", elements=EMT_ELEMENTS)
