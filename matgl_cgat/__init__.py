@@ -1,8 +1,9 @@
 """matgl-cgat: the crystal graph attention network (CGAT) and multi-fidelity transfer learning for MatGL.
 
-``import matgl_cgat`` makes ``matgl.load_model`` load saved CGAT model folders (their ``model.json``
-names ``matgl_cgat.models._cgat``) and the shipped ``CGAT-*`` models by name, offline; every folder,
-CGAT or other MatGL model, is read weights-only (see :mod:`matgl_cgat.pretrained`).
+``import matgl_cgat`` teaches ``matgl.load_model`` the saved CGAT model folders (their ``model.json``
+names ``matgl_cgat.models._cgat``) and the shipped ``CGAT-*`` models by name, offline and
+weights-only; MatGL's own models still load through MatGL's own loader, unchanged (see
+:mod:`matgl_cgat.pretrained`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 from matgl_cgat import __version__
+from matgl_cgat._arguments import count as _count
+from matgl_cgat._arguments import finite_float as _finite_float
+from matgl_cgat._arguments import positive_float as _positive_float
+from matgl_cgat._arguments import positive_int as _positive_int
 from matgl_cgat.graph import stack_description
 
 
@@ -37,28 +41,54 @@ def _load_model(spec: str):
     return model
 
 
+def _model_columns(specs: list[str], models: list) -> list[str]:
+    """Column names for ``--model`` values: a shipped or registered model's name; for a folder the model
+    card's name (what ``train``/``finetune`` wrote: run and property), else the folder's name; where two
+    would collide, each says which folder it is.
+    Never a silently dropped column."""
+    repeated = sorted({s for s in specs if specs.count(s) > 1})
+    if repeated:
+        raise ValueError(f"--model {repeated[0]}: given more than once")
+    from matgl_cgat.pretrained import REGISTERED, SHIPPED
+
+    names = []
+    for spec, model in zip(specs, models):
+        card = model.metadata if isinstance(getattr(model, "metadata", None), dict) else {}
+        if getattr(model, "source", None) in (SHIPPED, REGISTERED):  # a name the user typed: shown as typed
+            names.append(Path(spec).name)
+        else:
+            names.append(str(card.get("name") or Path(spec).name or spec))
+    return [f"{n} ({spec})" if names.count(n) > 1 else n for n, spec in zip(names, specs)]
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from matgl_cgat._io import atomic_write_text
     from matgl_cgat.predict import (
-        OUT_FORMATS,
+        MEASURED_FILES,
+        RECORD_FILES,
         by_fidelity,
         example_structures,
+        flat_row,
         format_rows,
-        predict_all,
-        read_structure_files,
+        iter_structure_files,
+        json_row,
+        predict_rows,
+        table_columns,
+        units_of,
     )
-    from matgl_cgat.predict import MEASURED_FILES
     from matgl_cgat.pretrained import available_models
 
-    if args.out and args.out.suffix.lower() not in OUT_FORMATS:
-        raise ValueError(f"--out {args.out}: write {' or '.join(OUT_FORMATS)} (or leave out --out for a table, "
-                         "--format csv|json to print)")
+    from matgl_cgat._table_out import StreamingTable, out_format
+
+    if args.out:
+        out_format(args.out)  # a wrong suffix is refused before any model loads
+    parallel = _parallelism(args.threads, args.workers, bool(args.files), args.quiet)
     names = args.model or sorted(available_models())
     if not names:
         print("mgl-cgat: error: no shipped CGAT models in this installation; pass --model PATH to a saved model",
               file=sys.stderr)
         return 2
-    loaded = {Path(n).name: _load_model(n) for n in names}
+    models_in_order = [_load_model(spec) for spec in names]
+    loaded = dict(zip(_model_columns(names, models_in_order), models_in_order))
     if not args.model:  # the default table holds a delta-model only where its potential is at hand
         from matgl_cgat.potentials import MissingPotentialError, anchor_of
 
@@ -77,7 +107,10 @@ def _predict(args: argparse.Namespace) -> int:
                 print(f"mgl-cgat: {name} left out: {exc}", file=sys.stderr)
     models = by_fidelity(loaded, args.fidelity)
     skipped: list = []
-    structures = read_structure_files(args.files, args.on_error, skipped) if args.files else example_structures()
+    if args.files:  # streamed: read, predicted and written batch by batch
+        items = iter_structure_files(args.files, args.on_error, skipped)
+    else:
+        items = ((sid, s, {}) for sid, s in example_structures().items())
     references = None
     if args.labels != "none" and (args.files == [] or args.labels != "auto"):
         from matgl_cgat._reference import find_in_data
@@ -88,6 +121,8 @@ def _predict(args: argparse.Namespace) -> int:
             folder = default_data_dir()
             source = folder / "mp_gap.jsonl.gz" if folder is not None else None
         if source is not None and source.is_file():
+            items = list(items)  # matching against a data file needs every structure at once
+            structures = {sid: s for sid, s, _ in items}
             references = find_in_data(structures, source)
             # measured values (and r2SCAN) of the same crystals, from the files beside it: same MP cells
             for extra in MEASURED_FILES:
@@ -97,53 +132,142 @@ def _predict(args: argparse.Namespace) -> int:
                         references[sid].update({k: v for k, v in found.items() if k not in references[sid]})
         elif args.labels != "auto":
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
+    labelled = any(str(f).lower().endswith(RECORD_FILES) for f in args.files)
     # a Δ-model the user did not ask for must not stop the demo table: its potential skips what it cannot take
-    rows = predict_all(models, structures, references, args.on_error, skipped, potential=args.potential,
-                       potential_on_error=None if args.model else "skip")
-    if not rows:
-        for where, why in skipped:
-            print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
-        print("mgl-cgat: error: nothing to predict: every input was skipped", file=sys.stderr)
-        return 2
+    stream = dict(references=references, on_error=args.on_error, skipped=skipped, potential=args.potential,
+                  potential_on_error=None if args.model else "skip", batch_size=args.batch_size,
+                  workers=parallel.workers)
+    bar = _progress_bar(args.quiet or not args.files, "predict")
     if args.out:
-        atomic_write_text(args.out, format_rows(rows, models, OUT_FORMATS[args.out.suffix.lower()]))
-        print(f"wrote {len(rows)} predictions to {args.out}")
+        table = StreamingTable(args.out, table_columns(models, labelled, references is not None),
+                               signature={"models": names, "fidelity": args.fidelity,
+                                          "inputs": [str(Path(f).absolute()) for f in args.files]},
+                               overwrite=args.overwrite)
+        if table.resumed:
+            print(f"mgl-cgat: resuming {table.partial}: {table.resumed} structures already predicted", file=sys.stderr)
+            bar.update(table.resumed)
+        todo = (item for item in items if item[0] not in table.done)
+        for rows in predict_rows(models, todo, progress=bar.update, **stream):
+            if table.store == "csv":
+                table.write([flat_row(r, models) for r in rows], [])
+            else:
+                table.write([], [json_row(r, models) for r in rows])
+        bar.close()
+        written = table.finish({n: units_of(m) for n, m in models.items()})
+        if written:
+            print(f"wrote {written} predictions to {args.out}")
     else:
-        print(format_rows(rows, models, args.format or "table"))
-        if (args.format or "table") == "table":
-            print(f"(stack: {stack_description()})")
+        rows = [r for chunk in predict_rows(models, items, progress=bar.update, **stream) for r in chunk]
+        bar.close()
+        written = len(rows)
+        if rows:
+            print(format_rows(rows, models, args.format or "table"))
+            if (args.format or "table") == "table":
+                print(f"(stack: {stack_description()})")
     for where, why in skipped:
         print(f"mgl-cgat: skipped {where}: {why}", file=sys.stderr)
+    if not written:
+        print("mgl-cgat: error: nothing to predict: every input was skipped", file=sys.stderr)
+        return 2
     if skipped:
-        print(f"mgl-cgat: {len(skipped)} input(s) skipped, {len(rows)} predicted", file=sys.stderr)
+        print(f"mgl-cgat: {len(skipped)} input(s) skipped, {written} predicted", file=sys.stderr)
     return 0
+
+
+def _parallelism(threads: int | None, workers: int | None, files: bool, quiet: bool):
+    """Torch threads and conversion processes: as asked, else chosen from the cores free now
+    (:func:`matgl_cgat._parallel.choose_parallelism`); one thread and no process for the built-in
+    crystals, where starting processes costs more than it saves. Sets torch's threads."""
+    import torch
+
+    from matgl_cgat._parallel import Parallelism, choose_parallelism
+
+    chosen = choose_parallelism() if files and (threads is None or workers is None) else Parallelism(1, 0, 0.0)
+    chosen = Parallelism(threads or chosen.threads, chosen.workers if workers is None else workers, chosen.free_cores)
+    torch.set_num_threads(chosen.threads)
+    if files and not quiet:
+        print(f"mgl-cgat: predicting with {chosen.describe()}", file=sys.stderr)
+    return chosen
+
+
+#: How the CLI picks threads unless told (measured in benchmarks/screening_speed.py).
+THREADS_NOTE = ("torch CPU threads (default: chosen from the cores free now: a thread waiting for a core that "
+                "another job holds stalls the others; see benchmarks/RESULTS.md)")
+
+
+def _progress_bar(disable: bool, what: str):
+    """A tqdm bar on stderr counting structures, with their rate (stdout stays the table's)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=what, unit=" structures", file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+
+def _card_value(key: str, value) -> str:
+    """One card entry as one readable line: long structures (element counts, stored predictions,
+    reference energies, training stages) summarised, numbers rounded, nothing longer than a line."""
+    if key == "domain" and isinstance(value, dict):  # 80-odd element counts: summarise
+        lo, hi = value.get("volume_per_atom", (float("nan"), float("nan")))
+        return (f"{value.get('n_structures')} training structures, {len(value.get('element_counts', {}))} elements, "
+                f"volume per atom {lo:.1f}-{hi:.1f} A^3")
+    if key == "test_predictions" and isinstance(value, dict):  # one number per test crystal
+        return f"{len(value)} test crystals' predictions stored in the card"
+    if key == "anchor" and isinstance(value, dict):  # 80-odd reference energies: summarise
+        correction = value.get("correction") or {}
+        return (f"adds its output to {value.get('potential')}: {len(value.get('references_eV_per_atom', {}))} elemental "
+                "references" + (f", per-element correction on {len(correction.get('coefficients', {}))} elements"
+                                if correction else "") + f"; {value.get('find_potential')}")
+    if key == "stages" and isinstance(value, list):
+        return f"{len(value)} training stages: " + "; ".join(str(st.get("what", "?")) for st in value if isinstance(st, dict))
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return f"{len(value)} entries (see model.json)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()
+                         if not isinstance(v, (dict, list)))
+    return str(value)
 
 
 def _models(args: argparse.Namespace) -> int:
     import json
+    import shutil
 
     from matgl_cgat.pretrained import available_models
 
     models = available_models()
+    width = max(60, shutil.get_terminal_size((120, 20)).columns)
+    if args.name:  # one model's card as a two-column table
+        match = {n.lower(): n for n in models}.get(args.name.lower())
+        if match is None:
+            from difflib import get_close_matches
+
+            close = get_close_matches(args.name, list(models), n=3, cutoff=0.5)
+            raise ValueError(f"no shipped model {args.name!r}" + (f"; did you mean {', '.join(close)}?" if close
+                                                                    else f"; available: {', '.join(models)}"))
+        card = json.loads((models[match] / "model.json").read_text()).get("metadata") or {}
+        print(f"{match}  ({models[match]})")
+        key_width = max(len(k) for k in card) if card else 0
+        for key, value in card.items():
+            text = _card_value(key, value)
+            room = max(20, width - key_width - 4)
+            print(f"  {key.ljust(key_width)}  {text if len(text) <= room else text[: room - 3] + '...'}")
+        print("(the whole card: model.json in that folder)")
+        return 0
     if not models:
         print("no shipped CGAT models in this installation")
+        return 0
+    rows = []
     for name, folder in models.items():
         card = json.loads((folder / "model.json").read_text()).get("metadata") or {}
-        print(f"{name}  ({folder})")
-        for key, value in card.items():
-            if key == "domain" and isinstance(value, dict):  # 80-odd element counts: summarise
-                lo, hi = value.get("volume_per_atom", (float("nan"), float("nan")))
-                value = (f"{value.get('n_structures')} training structures, {len(value.get('element_counts', {}))} "
-                         f"elements, volume per atom {lo:.1f}-{hi:.1f} A^3 ({value.get('source', '')})")
-            if key == "test_predictions" and isinstance(value, dict):  # one number per test crystal
-                value = f"{len(value)} test crystals' predictions stored in the card (model.json)"
-            if key == "anchor" and isinstance(value, dict):  # 80-odd reference energies: summarise
-                correction = value.get("correction") or {}
-                value = (f"adds its output to {value.get('potential')} ({value.get('identity')}): "
-                         f"{len(value.get('references_eV_per_atom', {}))} elemental references"
-                         + (f", per-element correction on {len(correction.get('coefficients', {}))} elements"
-                            if correction else "") + f"; {value.get('find_potential')}")
-            print(f"  {key}: {value}")
+        mae = card.get("test_mae")
+        needs = (card.get("anchor") or {}).get("potential", "") if isinstance(card.get("anchor"), dict) else ""
+        rows.append([name, str(card.get("property", "")), str(card.get("units", "")),
+                     f"{mae:.3f}" if isinstance(mae, (int, float)) else "-", needs or "-"])
+    headers = ["model", "property", "units", "test MAE", "needs at run time"]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    for line in [headers, *rows]:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+    print("(mgl-cgat models NAME: one model's card)")
     return 0
 
 
@@ -209,11 +333,11 @@ def _data_args(p: argparse.ArgumentParser, target_required: bool = True) -> None
     p.add_argument("--splits", default=None, help="splits.json (default: the one beside --data; else a random "
                    "80/10/10 split)")
     p.add_argument("--split-key", default=None, help="entry of --splits to use (default: --target)")
-    p.add_argument("--max-train", type=int, default=None, help="use a random subset of this many training structures")
+    p.add_argument("--max-train", type=_positive_int(10**9), default=None, help="use a random subset of this many training structures")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "matgl_cgat" / "graphs"),
                    help="graph cache folder, keyed by data and converter settings (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_positive_int(1024), default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _parts(args: argparse.Namespace, model=None, need: tuple[str, ...] = ("train",)):
@@ -239,28 +363,30 @@ def _train_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
 
     p.add_argument("--recipe", default=default_recipe, choices=sorted(RECIPES),
                    help="named training settings the options below override (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the triangular cycle "
+    p.add_argument("--epochs", type=_positive_int(10**9), default=None, help="epochs (default: the recipe's)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate of the triangular cycle "
                    "(default: the recipe's)")
-    p.add_argument("--period", type=int, default=None, help="cycle length in epochs (default: --epochs, one cycle)")
-    p.add_argument("--batch-size", type=int, default=None, help="structures per batch and process")
+    p.add_argument("--period", type=_positive_int(10**9), default=None, help="cycle length in epochs (default: --epochs, one cycle)")
+    p.add_argument("--batch-size", type=_positive_int(100_000), default=None, help="structures per batch and process")
     p.add_argument("--loss", default=None, choices=["l1", "huber", "mse"], help="training loss on normalised "
                    "targets (default: l1; huber when many labels sit at one value, e.g. hull distances)")
-    p.add_argument("--huber-delta", type=float, default=None, help="Huber threshold in target std units")
+    p.add_argument("--huber-delta", type=_positive_float, default=None, help="Huber threshold in target std units")
     p.add_argument("--output-min", default="auto", help="lower bound of the model's predictions, e.g. 0 for a "
                    "non-negative property; 'none' for unbounded (default: auto, the source model's bound if the "
                    "new labels respect it)")
-    p.add_argument("--average-last", type=int, default=None, metavar="N", help="return the mean of the weights "
+    p.add_argument("--average-last", type=_positive_int(10**9), default=None, metavar="N", help="return the mean of the weights "
                    "of the last N epochs instead of the best epoch's (weight averaging)")
     p.add_argument("--calibrate-offset", action="store_true", help="after training, shift the output by the "
                    "constant that minimises the validation MAE (for huber/mse fits of targets piled up at a bound)")
     p.add_argument("--accelerator", default=None, help="Lightning accelerator: auto (default), cpu, gpu, ...")
     p.add_argument("--devices", default=None, help="devices (processes) per node: auto (default), 1, 2, ...")
-    p.add_argument("--num-nodes", type=int, default=None, help="machines (default 1)")
+    p.add_argument("--num-nodes", type=_positive_int(100_000), default=None, help="machines (default 1)")
     p.add_argument("--strategy", default=None, help="Lightning strategy: auto (default), ddp, ...")
     p.add_argument("--precision", default=None, help="32-true (default) or bf16-mixed (bfloat16 autocast)")
-    p.add_argument("--workers", type=int, default=None, help="data-loader worker processes per training process")
+    p.add_argument("--workers", type=_count(1024), default=None, help="data-loader worker processes per training process")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
+    p.add_argument("--name", default=None, help="the model's name in its card and in predict's columns (default: "
+                   "the --out folder's name and the target, e.g. myrun-e_form_exp)")
     p.add_argument("--out", type=Path, required=True, help="run folder: model/, run/metrics.csv, test_metrics.json, "
                    "test_predictions.csv, training_curve.png, parity.png (an interrupted run resumes here)")
 
@@ -292,11 +418,39 @@ def _loss_kwargs(args: argparse.Namespace) -> dict:
             "config": _train_config(args), "overwrite": args.overwrite}
 
 
-def _report(metrics: dict | None, out: Path, units: str = "") -> None:
+def _report(trained, metrics: dict | None, out: Path) -> None:
+    """The end of a run: its best epoch (validation MAE), the test metrics with units, where it is."""
     if metrics is None:  # a rank other than 0 of a multi-process run: rank 0 reports and saves
         return
-    print("test: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    print(f"saved the model to {out / 'model'} (load with matgl.load_model); plots and metrics in {out}")
+    card = trained.metadata if isinstance(getattr(trained, "metadata", None), dict) else {}
+    units = card.get("units", "")
+    unit = f" {units}" if units else ""
+    training = card.get("training") or {}
+    if training.get("best_epoch") is not None:
+        print(f"best epoch: {training['best_epoch']} (validation MAE {training['best_val_mae']:.4g}{unit}), the "
+              "weights saved")
+    elif training.get("weight_average"):
+        print(f"saved the mean of the weights of epochs {training['weight_average'].get('epochs')}")
+    shown = []
+    for k, v in metrics.items():
+        if not isinstance(v, float):
+            shown.append(f"{k} {v}")
+        elif k.lower() in ("r2", "spearman", "pearson") or "rate" in k or "fraction" in k or "coverage" in k:
+            shown.append(f"{k} {v:.4g}")
+        else:
+            shown.append(f"{k} {v:.4g}{unit}")
+    print("test: " + ", ".join(shown))
+    print(f"saved the model {card.get('name', '')} ({card.get('property', '')}, {units or 'no units given'}) to "
+          f"{out / 'model'} (load with matgl.load_model); plots and metrics in {out}")
+
+
+def _run_name(args: argparse.Namespace) -> str:
+    """The saved model's name (its card, and its column in ``predict``): ``--name``, else the run folder's
+    name with the property it learnt, so two runs on different labels never share a name."""
+    if args.name:
+        return args.name
+    base = args.out.name
+    return base if args.target.lower() in base.lower() else f"{base}-{args.target}"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -309,9 +463,10 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the starting weights follow --seed (and a resumed run finds the same ones)
     model = CGAT.from_preset(args.preset)
     parts = _parts(args, model, need=("train", "val", "test"))
-    card = {"name": args.out.name, "preset": args.preset, "parent": None, "units": args.units}
-    _, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, card=card, **fit_kw)
-    _report(metrics, args.out)
+    card = {"name": _run_name(args), "preset": args.preset, "parent": None, "units": args.units}
+    model.metadata = {"units": args.units}  # the progress bar's units; the card replaces it when saved
+    trained, metrics = train(model, parts, args.target, args.out, policy="full", renormalize=True, card=card, **fit_kw)
+    _report(trained, metrics, args.out)
     return 0
 
 
@@ -336,12 +491,15 @@ def _finetune(args: argparse.Namespace) -> int:
     elif args.start_from:
         raise ValueError("--start-from goes with --add-fidelity")
     parts = _parts(args, parent, need=("train", "val", "test"))
-    card = {"name": args.out.name, "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
+    card = {"name": _run_name(args), "preset": parent_card.get("preset"), "parent": parent_card.get("name", args.model),
             "units": args.units or parent_card.get("units", "")}
     if args.add_fidelity:
         parent, renormalize = _with_new_fidelity(parent, args, parts.train), False
-    _, metrics = train(parent, parts, args.target, args.out, policy=policy, renormalize=renormalize, card=card, **fit_kw)
-    _report(metrics, args.out)
+    if args.units and isinstance(parent.metadata, dict):  # the progress bar's units (this process's copy only)
+        parent.metadata = {**parent.metadata, "units": args.units}
+    trained, metrics = train(parent, parts, args.target, args.out, policy=policy, renormalize=renormalize, card=card,
+                             **fit_kw)
+    _report(trained, metrics, args.out)
     return 0
 
 
@@ -391,6 +549,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from matgl_cgat.workflows import evaluate
 
+    if args.out is not None:  # refused before any work: a training run's own test files are the user's
+        existing = [n for n in ("test_metrics.json", "test_predictions.csv", "parity.png") if (args.out / n).exists()]
+        if existing and not args.overwrite:
+            raise ValueError(f"--out {args.out}: already holds {', '.join(existing)} (a training run's test results?); "
+                             "choose another folder or pass --overwrite")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out}: not a folder")
     model = _load_model(args.model)
     parts = _parts(args, model, need=(args.split,))
     dataset = parts[args.split]
@@ -505,21 +670,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", default=None, help="folder with mp_gap.jsonl.gz and splits.json "
                    "(default: $MATGL_CGAT_DATA or ../shared/data/mp_gap)")
     q.add_argument("--out", default="cgat_quickstart", help="output folder (default: %(default)s)")
-    q.add_argument("--n-train", type=int, default=2000)
-    q.add_argument("--n-val", type=int, default=250)
-    q.add_argument("--n-test", type=int, default=500)
-    q.add_argument("--epochs", type=int, default=10)
-    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--n-train", type=_positive_int(10**9), default=2000)
+    q.add_argument("--n-val", type=_positive_int(10**9), default=250)
+    q.add_argument("--n-test", type=_positive_int(10**9), default=500)
+    q.add_argument("--epochs", type=_positive_int(10**9), default=10)
+    q.add_argument("--batch-size", type=_positive_int(100_000), default=64)
     q.add_argument("--preset", default="small")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_quickstart)
 
     p = sub.add_parser("predict", help="predict structures with the shipped (or given) CGAT models")
-    p.add_argument("files", nargs="*", help="CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ or JSON files "
+    p.add_argument("files", nargs="*", help="CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ, JSON, JSON-lines (.jsonl[.gz], "
+                   "as load_dataset reads) or Alexandria (.json.bz2) files, or folders of CIFs "
                    "(default: NaCl, Si, GaAs, SrTiO3 and Cu built in memory)")
     p.add_argument("--model", action="append", help="model name (CGAT-...) or saved model folder; repeatable "
                    "(default: every shipped model)")
-    p.add_argument("--out", type=Path, help="write .csv or .json instead of printing a table")
+    p.add_argument("--out", type=Path, help="write .csv, .jsonl, .json or .parquet instead of printing a table; "
+                   "rows are written as they are predicted, and an interrupted run resumes where it stopped")
     p.add_argument("--format", choices=["table", "csv", "json"], help="format when printing")
     p.add_argument("--fidelity", default=None, help="for multi-fidelity models: the functional to predict (e.g. "
                    "hse); default: every fidelity, one column each")
@@ -531,6 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the shared data for the built-in crystals, when it is there)")
     p.add_argument("--potential", default=None, help="for models that add their output to a universal potential "
                    "(their card's 'anchor'): the potential's folder, when it is not in MatGL's cache")
+    p.add_argument("--batch-size", type=_positive_int(100_000), default=128, help="structures per batch "
+                   "(default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int(1024), default=None, help=THREADS_NOTE)
+    p.add_argument("--workers", type=_count(1024), default=None, help="processes that convert structures while "
+                   "the networks run (default: chosen with --threads from the cores free now)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
     h = sub.add_parser("enthalpy", help="formation enthalpies from a universal potential (its own elemental "
@@ -542,20 +716,21 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--relax", action="store_true", help="relax each structure first (default: static energy "
                    "on the given cell)")
     h.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS", "LBFGS"])
-    h.add_argument("--fmax", type=float, default=0.05, help="force tolerance, eV/A (default: %(default)s)")
-    h.add_argument("--steps", type=int, default=500, help="most optimiser steps (default: %(default)s)")
+    h.add_argument("--fmax", type=_positive_float, default=0.05, help="force tolerance, eV/A (default: %(default)s)")
+    h.add_argument("--steps", type=_positive_int(10**9), default=500, help="most optimiser steps (default: %(default)s)")
     h.add_argument("--fixed-cell", action="store_true", help="with --relax: keep the cell, move atoms only")
     h.add_argument("--reference-data", default="auto", help="JSON-lines file whose elemental crystals are "
                    "reference candidates too: a path, 'none', or 'auto' (the shared mp_gap.jsonl.gz when present)")
     h.add_argument("--cache", type=Path, default=None, help="energy cache folder (default: $MATGL_CGAT_CACHE or "
                    "~/.cache/matgl_cgat, then potentials/)")
-    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--batch-size", type=_positive_int(100_000), default=16)
     h.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     h.add_argument("--out", type=Path, help="write .csv or .json instead of printing")
     h.add_argument("--quiet", action="store_true", help="no progress bars")
     h.set_defaults(func=_enthalpy)
 
-    m = sub.add_parser("models", help="list the shipped models with their model cards")
+    m = sub.add_parser("models", help="list the shipped models; with a NAME, that model's card")
+    m.add_argument("name", nargs="?", default=None, help="a shipped model's name (any case)")
     m.set_defaults(func=_models)
 
     t = sub.add_parser("train", help="train a CGAT from scratch on one property (one triangular LR cycle)")
@@ -578,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--keep-normalization", action="store_true", help="keep the source model's target mean/std "
                    "instead of re-fitting them on the new training data")
     f.add_argument("--units", default="", help="units of the target (default: the source model's)")
-    _train_args(f, "cpu-transfer")
+    _train_args(f, "cpu-finetune")
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser("evaluate", help="metrics (MAE, RMSE, R^2, metal/stability scores), predictions and a "
@@ -586,9 +761,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="CGAT-... name or saved model folder")
     _data_args(e)
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--batch-size", type=int, default=128, help="structures per prediction batch")
+    e.add_argument("--batch-size", type=_positive_int(100_000), default=128, help="structures per prediction batch")
     e.add_argument("--out", type=Path, default=None, help="folder for test_metrics.json, test_predictions.csv, "
                    "parity.png")
+    e.add_argument("--overwrite", action="store_true", help="replace those files where --out has them")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("scaling", help="learning curves and log-log power-law fits")
@@ -596,16 +772,16 @@ def build_parser() -> argparse.ArgumentParser:
     sr = ssub.add_parser("run", help="train sizes x strategies x seeds (resumable), test on one fixed set, fit")
     _data_args(sr)
     sr.add_argument("--parent", default=None, help="pre-trained model for the transfer strategies")
-    sr.add_argument("--sizes", type=int, nargs="+", required=True, help="training sizes (0: the whole split)")
+    sr.add_argument("--sizes", type=_count(10**9), nargs="+", required=True, help="training sizes (0: the whole split)")
     sr.add_argument("--strategies", nargs="+", default=["scratch", "head", "full"],
                     help="scratch and/or freeze policies of the parent (default: %(default)s)")
     sr.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sr.add_argument("--preset", default="small", help="architecture of scratch runs without --parent")
-    sr.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the cpu-transfer recipe's)")
-    sr.add_argument("--lr-scratch", type=float, default=None, help="peak lr from scratch (default: the cpu recipe's)")
-    sr.add_argument("--lr-transfer", type=float, default=None, help="peak lr with transfer (default: the "
+    sr.add_argument("--epochs", type=_positive_int(10**9), default=None, help="epochs per run (default: the cpu-transfer recipe's)")
+    sr.add_argument("--lr-scratch", type=_positive_float, default=None, help="peak lr from scratch (default: the cpu recipe's)")
+    sr.add_argument("--lr-transfer", type=_positive_float, default=None, help="peak lr with transfer (default: the "
                     "cpu-transfer recipe's)")
-    sr.add_argument("--batch-size", type=int, default=None)
+    sr.add_argument("--batch-size", type=_positive_int(100_000), default=None)
     sr.add_argument("--metric", default="test_mae")
     sr.add_argument("--out", type=Path, required=True, help="study folder: config.json, results.csv/json, runs/, "
                     "fits.json, scaling.png")
@@ -614,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("results", help="study folder, results.json or results.csv")
     sf.add_argument("--metric", default="test_mae", help="column to fit (e.g. test_mae, test_rmse, "
                     "test_mae_nonmetals)")
-    sf.add_argument("--target-mae", type=float, default=None, help="also report the size each strategy needs for "
+    sf.add_argument("--target-mae", type=_positive_float, default=None, help="also report the size each strategy needs for "
                     "this error")
     sf.add_argument("--out", type=Path, default=None, help="folder for fits.json and scaling.png (default: beside "
                     "the results)")
@@ -623,16 +799,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="spend extra compute on cheap (pre-training) or expensive (training) labels?")
     pl.add_argument("--train-results", default=None, help="learning-curve study of the training (expensive) size")
     pl.add_argument("--train-strategy", default="full")
-    pl.add_argument("--train-fit", type=float, nargs=2, metavar=("A", "B"), help="or the fit MAE = A N^-B directly")
+    pl.add_argument("--train-fit", type=_positive_float, nargs=2, metavar=("A", "B"), help="or the fit MAE = A N^-B directly")
     pl.add_argument("--pretrain-results", default=None, help="study whose sizes are pre-training (cheap) sizes")
     pl.add_argument("--pretrain-strategy", default="full")
-    pl.add_argument("--pretrain-fit", type=float, nargs=2, metavar=("A", "B"))
+    pl.add_argument("--pretrain-fit", type=_positive_float, nargs=2, metavar=("A", "B"))
     pl.add_argument("--metric", default="test_mae")
-    pl.add_argument("--n-train", type=float, required=True, help="current number of expensive structures")
-    pl.add_argument("--n-pretrain", type=float, default=0, help="current number of cheap structures")
-    pl.add_argument("--cost-ratio", type=float, required=True, help="cost of one expensive calculation in cheap "
+    pl.add_argument("--n-train", type=_positive_float, required=True, help="current number of expensive structures")
+    pl.add_argument("--n-pretrain", type=_finite_float(0.0), default=0, help="current number of cheap structures")
+    pl.add_argument("--cost-ratio", type=_positive_float, required=True, help="cost of one expensive calculation in cheap "
                     "ones, e.g. 5 for SCAN vs PBE")
-    pl.add_argument("--budgets", type=float, nargs="+", default=[1000, 3000, 10000, 30000, 100000],
+    pl.add_argument("--budgets", type=_finite_float(0.0), nargs="+", default=[1000, 3000, 10000, 30000, 100000],
                     help="extra compute in cheap-calculation units")
     pl.add_argument("--out", type=Path, default=None, help="folder for plan.json and plan.png")
     pl.set_defaults(func=_plan)
@@ -646,6 +822,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError: one clear line, no traceback
         print(f"mgl-cgat: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # permission denied, is a folder, not a folder, disk full: the file and the reason
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"mgl-cgat: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mgl-cgat: interrupted (a predict --out or a training run resumes where it stopped when run again)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ from matgl_cgat.graph._checks import check_contacts
 
 #: Elements in fewer training structures than this are flagged.
 MIN_COUNT = 10
+#: An empty layer at least this thick (Angstrom, measured across the lattice planes) makes a direction
+#: non-periodic for the flags: a slab or monolayer cut from a CIF or POSCAR, not a bulk crystal. Bulk
+#: crystals, layered ones included (graphite 3.4, MoS2's van der Waals gap about 3), stay far below it.
+VACUUM_GAP = 6.0
 
 
 class DomainWarning(UserWarning):
@@ -169,17 +173,44 @@ class Geometry:
 
     structure: object  # the checked pymatgen Structure
     contact: Contact  # its shortest contact relative to covalent bond lengths
-    periodic_directions: int  # 3, or fewer for an ASE Atoms with partial pbc
+    periodic_directions: int  # 3, or fewer for an ASE Atoms with partial pbc or a cell with a vacuum layer
 
 
-def inspect_structure(obj) -> Geometry:
+def inspect_structure(obj, checked=None, contact: Contact | None = None) -> Geometry:
     """Check a ``Structure`` or ASE ``Atoms`` as the converter does (raising the same errors for
-    impossible ones) and measure what the domain flags use."""
+    impossible ones) and measure what the domain flags use. ``checked`` and ``contact``: what
+    :meth:`CGATGraphConverter.get_graph_and_contact` found already (the nearest contact is the same
+    whatever the number of neighbours searched), so the search is not run twice."""
     pbc = getattr(obj, "pbc", None)
-    structure = as_checked_structure(obj)
-    shells = nearest_neighbor_shells(structure.cart_coords, structure.lattice.matrix, num_neighbors=12)
-    contact = check_contacts(structure, shells)
-    return Geometry(structure, contact, int(np.count_nonzero(pbc)) if pbc is not None else 3)
+    if checked is not None and contact is not None:
+        structure = checked
+    else:
+        structure = as_checked_structure(obj)
+        shells = nearest_neighbor_shells(structure.cart_coords, structure.lattice.matrix, num_neighbors=12)
+        contact = check_contacts(structure, shells)
+    periodic = int(np.count_nonzero(pbc)) if pbc is not None else 3
+    return Geometry(structure, contact, min(periodic, 3 - len(vacuum_directions(structure))))
+
+
+def vacuum_directions(structure, gap: float = VACUUM_GAP) -> list[int]:
+    """Lattice directions (0, 1, 2) across which the cell holds an empty layer at least ``gap`` thick.
+
+    The same slab is a slab whether it arrives as ASE ``Atoms`` with ``pbc=(1, 1, 0)`` or as a CIF whose
+    cell is padded with vacuum; only the geometry says so in the second case. For each direction the
+    atoms' fractional coordinates are sorted on the circle and the widest empty stretch, times the
+    spacing of the lattice planes, is the layer's thickness.
+    """
+    # the spacing of the lattice planes across direction i is 1 / |row i of the inverse lattice's transpose|
+    spacings = 1.0 / np.linalg.norm(np.linalg.inv(structure.lattice.matrix).T, axis=1)
+    x = np.sort(np.mod(structure.frac_coords, 1.0), axis=0)
+    wrap = 1.0 - x[-1] + x[0]
+    inner = np.max(np.diff(x, axis=0), axis=0, initial=0.0) if len(x) > 1 else np.zeros(3)
+    widest = np.maximum(inner, wrap)
+    out = []
+    for i in range(3):
+        if widest[i] * spacings[i] >= gap:
+            out.append(i)
+    return out
 
 
 def domain_flags(obj, domain: TrainingDomain | None, min_count: int = MIN_COUNT) -> DomainFlags:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from matgl_cgat.data import DataError
@@ -29,59 +30,127 @@ def example_structures() -> dict:
 
 def read_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
                          skipped: list | None = None) -> dict:
-    """``{id: Structure}`` from CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ and JSON files.
+    """``{id: Structure}`` from the files :func:`iter_structure_files` reads, all in memory."""
+    return {sid: structure for sid, structure, _ in iter_structure_files(paths, on_error, skipped)}
 
-    Ids are file stems; multi-structure files add ``:index`` (or use ``info['id']`` / the JSON id).
-    JSON: a pymatgen structure dict, a list of them, or records with ``structure`` and ``mat_id``/``id``.
+
+#: Suffixes read record by record (the package's data formats), so inputs larger than memory stream.
+RECORD_FILES = (".jsonl", ".jsonl.gz", ".json.bz2")
+
+
+def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
+                         skipped: list | None = None) -> Iterator[tuple[str, object, dict]]:
+    """``(id, structure, labels)`` one at a time from structure files, in input order.
+
+    Reads CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ, JSON (a pymatgen structure dict, a list of them, or
+    records with ``structure`` and ``mat_id``/``id``), the package's JSON lines (``.jsonl[.gz]``, what
+    ``load_dataset`` reads; streamed, so a file larger than memory works), Alexandria ``.json.bz2``,
+    and folders (every CIF in them, by name). Ids are file stems, ``stem:index`` in multi-structure
+    files, or the record's own id. ``labels``: the numbers a record carries beside its structure (JSON
+    lines), so a table can show the reference value of a model's property.
 
     Args:
-        on_error: "raise" (default): :class:`DataError` naming the file for the first unreadable one;
-            "skip": leave it out and append ``(file, reason)`` to ``skipped``, as ``load_dataset`` does.
-    """
-    from pymatgen.core import Structure
+        on_error: "raise" (default): :class:`DataError` naming the file (and record) for the first
+            unreadable one; "skip": leave it out and append ``(where, reason)`` to ``skipped``.
 
+    Raises:
+        DataError: always for an id seen twice, within one file as across files: rows of a screening
+            table are keyed by id, and a repeated id would silently stand for two crystals.
+    """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    out: dict = {}
+    seen: dict[str, str] = {}
 
-    def add(key: str, structure, where: str) -> None:
-        if key in out:
-            raise DataError(f"{where}: duplicate structure id {key!r}")
-        out[key] = structure
+    def fail(where: str, exc: Exception) -> None:
+        error = exc if isinstance(exc, DataError) else DataError(
+            f"{where}: cannot read a structure ({type(exc).__name__}: {exc})")
+        if on_error == "raise":
+            raise error from None
+        if skipped is not None:
+            skipped.append((where, str(error)))
 
     for raw in paths:
         path = Path(raw)
-        found: dict = {}
         try:
-            if not path.is_file():
-                raise DataError(f"{path}: no such file")
-            name = path.name.lower()
-            if name.endswith((".xyz", ".extxyz")):
-                from ase.io import iread
+            records = _records_of(path, fail)
+            for key, structure, labels, where in records:
+                if key in seen:
+                    raise DataError(f"{where}: duplicate structure id {key!r} (first at {seen[key]}); ids key the "
+                                    "rows of the table, so each must name one crystal")
+                seen[key] = where
+                yield key, structure, labels
+        except DataError as exc:
+            if "duplicate structure id" in str(exc):
+                raise
+            fail(str(path), exc)
+        except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError,
+                AttributeError, AssertionError, StopIteration) as exc:  # what the parsers raise for bad files
+            fail(str(path), exc)
 
-                for i, atoms in enumerate(iread(str(path), index=":")):  # Atoms kept: their pbc is a domain flag
-                    found[str(atoms.info.get("id", f"{path.stem}:{i}"))] = (atoms, str(path))
-            elif name.endswith(".json"):
-                doc = json.loads(path.read_text())
-                docs = doc if isinstance(doc, list) else [doc]
-                for i, d in enumerate(docs):
-                    sd = d.get("structure", d) if isinstance(d, dict) else d
-                    rid = (d.get("mat_id") or d.get("id")) if isinstance(d, dict) and "structure" in d else None
-                    key = str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}"))
-                    found[key] = (Structure.from_dict(sd), f"{path}, item {i}")
-            else:  # CIF, POSCAR, CONTCAR, *.vasp and anything pymatgen recognises
-                found[path.stem if path.suffix else path.name] = (Structure.from_file(path), str(path))
-        except Exception as exc:  # the parsers raise many types
-            error = exc if isinstance(exc, DataError) else DataError(
-                f"{path}: cannot read a structure ({type(exc).__name__}: {exc})")
-            if on_error == "raise":
-                raise error from None
-            if skipped is not None:
-                skipped.append((str(path), str(error)))
+
+def _records_of(path: Path, fail) -> Iterator[tuple[str, object, dict, str]]:
+    """``(id, structure, labels, where)`` of one file or folder; per-record faults of record files go to
+    ``fail`` (which raises or records a skip), whole-file faults are raised."""
+    from pymatgen.core import Structure
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".cif" and p.is_file())
+        if not files:
+            raise DataError(f"{path}: a folder to predict must hold .cif files")
+        for f in files:
+            try:
+                yield f.stem, Structure.from_file(f), {}, str(f)
+            except Exception as exc:  # noqa: BLE001 - pymatgen's CIF parser raises many types
+                fail(str(f), exc)
+        return
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    name = path.name.lower()
+    if name.endswith(RECORD_FILES):
+        yield from _record_file(path, fail)
+    elif name.endswith((".xyz", ".extxyz")):
+        from ase.io import iread
+
+        for i, atoms in enumerate(iread(str(path), index=":")):  # Atoms kept: their pbc is a domain flag
+            yield str(atoms.info.get("id", f"{path.stem}:{i}")), atoms, {}, f"{path}, frame {i}"
+    elif name.endswith(".json"):
+        doc = json.loads(path.read_text())
+        if isinstance(doc, dict) and "entries" in doc:  # Alexandria's layout, uncompressed
+            yield from _record_file(path, fail)
+            return
+        docs = doc if isinstance(doc, list) else [doc]
+        for i, d in enumerate(docs):
+            sd = d.get("structure", d) if isinstance(d, dict) else d
+            rid = (d.get("mat_id") or d.get("id")) if isinstance(d, dict) and "structure" in d else None
+            key = str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}"))
+            yield key, Structure.from_dict(sd), {}, f"{path}, item {i}"
+    else:  # CIF, POSCAR, CONTCAR, *.vasp and anything pymatgen recognises
+        yield (path.stem if path.suffix else path.name), Structure.from_file(path), {}, str(path)
+
+
+def _record_file(path: Path, fail) -> Iterator[tuple[str, object, dict, str]]:
+    """Records of a JSON-lines or Alexandria file, read as ``load_dataset`` reads them, with no label
+    required; numbers beside the structure are kept as labels."""
+    from matgl_cgat.data._sources import ReadSpec, detect_format, iter_items, materialise
+
+    spec = ReadSpec(())
+    for item in iter_items(path, detect_format(path)):
+        try:
+            rid, structure, _ = materialise(item, spec)
+        except DataError as exc:
+            fail(item.location, exc)
             continue
-        for key, (structure, where) in found.items():
-            add(key, structure, where)
-    return out
+        labels = {}
+        if item.kind == "json":
+            record = json.loads(item.payload)
+            labels = {k: float(v) for k, v in record.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        elif item.kind == "entry":
+            labels = {k: float(v) for k, v in (item.payload.get("data") or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        yield rid, structure, labels, item.location
 
 
 class MetalDecision(NamedTuple):
@@ -112,6 +181,10 @@ class FidelityView:
 
     def graph_converter(self):
         return self.model.graph_converter()
+
+    def answers(self, g):
+        """This fidelity's column of the model's one-pass answers (:meth:`CGAT.answers`)."""
+        return self.model.answers(g).column(self.column)
 
     def eval(self):
         self.model.eval()
@@ -144,8 +217,14 @@ def property_of(model) -> str | None:
     return (getattr(model, "metadata", None) or {}).get("property")
 
 
+#: Structures per batch: large enough that the network's matrix products dominate, small enough that a
+#: batch of large cells stays far below a gigabyte.
+BATCH_SIZE = 128
+
+
 def predict_all(models: dict, structures: dict, references: dict | None = None, on_error: str = "raise",
-                skipped: list | None = None, potential=None, potential_on_error: str | None = None) -> list[dict]:
+                skipped: list | None = None, potential=None, potential_on_error: str | None = None,
+                batch_size: int = BATCH_SIZE) -> list[dict]:
     """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
     Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head), ``<model>
@@ -153,10 +232,12 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
     Δ-model's value is None: its potential could not take the structure, with ``on_error="skip"`` or
     ``potential_on_error="skip"``, which applies to the Δ-models' potentials alone),
     ``<model> flags`` (:class:`~matgl_cgat.domain.DomainFlags` against that model's training domain).
-    Each structure is converted once per distinct converter setting, not once per model. With
-    ``references`` (``{structure id: {"mat_id", label: value}}``, see
+    With ``references`` (``{structure id: {"mat_id", label: value}}``, see
     :func:`matgl_cgat._reference.find_in_data`) a row also gets ``reference_id`` and, per model, the
     reference value of the model's property as ``<model> label`` (empty when there is none).
+
+    Batched (:func:`predict_rows`): each structure is converted once per distinct converter setting,
+    and each model runs once per batch, every head fed from one representation.
 
     A structure no crystal can have (:class:`~matgl_cgat.graph.ImpossibleStructure`) raises
     :class:`DataError` naming it, or with ``on_error="skip"`` is left out and reported in ``skipped``.
@@ -166,55 +247,189 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
     when it is not in MatGL's cache (a folder). A structure the potential cannot handle is an error
     naming it, or a skip.
     """
+    items = ((sid, s, {}) for sid, s in structures.items())
+    rows: list[dict] = []
+    for chunk in predict_rows(models, items, references, on_error, skipped, potential, potential_on_error,
+                              batch_size):
+        rows.extend(chunk)
+    return rows
+
+
+def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], references: dict | None = None,
+                 on_error: str = "raise", skipped: list | None = None, potential=None,
+                 potential_on_error: str | None = None, batch_size: int = BATCH_SIZE,
+                 progress=None, workers: int = 0) -> Iterator[list[dict]]:
+    """:func:`predict_all` for a stream: ``(id, structure, labels)`` items in (as
+    :func:`iter_structure_files` gives them), lists of rows out, one list per batch, in input order.
+
+    ``labels`` of an item are reference values the input itself carries (``{property: value}``); they
+    fill ``<model> label`` where the model's property is among them. ``progress``: called with the
+    number of structures of each finished batch (e.g. a tqdm bar's ``update``).
+
+    ``workers``: processes that check and convert the next batches while this one runs the networks
+    (0: all in this process). Converting a crystal to its graph costs more than the network on it, so
+    on a machine with spare cores this is where the time goes; processes, not threads, because each
+    batch is many small operations that threads would spend waiting on each other (and on any core a
+    neighbouring job holds).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {workers}")
+    keys = {name: _converter_key(model) for name, model in models.items()}
+    converters = {keys[name]: model.graph_converter() for name, model in models.items()}
+    jobs = ((converters, chunk, on_error) for chunk in _chunks(items, batch_size))
+    if workers:
+        import multiprocessing as mp
+
+        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = context.Pool(workers, initializer=_one_thread)
+        prepared = _ahead(pool, jobs, 2 * workers)
+    else:
+        pool, prepared = None, map(_prepare_batch, jobs)
+    try:
+        for batch in prepared:
+            if batch.error is not None:
+                raise batch.error
+            if skipped is not None:
+                skipped.extend(batch.skipped)
+            rows = _answer_batch(models, keys, batch, references, on_error, potential, potential_on_error)
+            if progress is not None:
+                progress(batch.size)
+            yield rows
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def _ahead(pool, jobs: Iterator, depth: int) -> Iterator[PreparedBatch]:
+    """Prepared batches in input order, at most ``depth`` ahead of the consumer: unlike ``Pool.imap``,
+    which reads its whole input at once, this keeps a screen of a file larger than memory streaming."""
+    from collections import deque
+
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.apply_async(_prepare_batch, (job,)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _one_thread() -> None:
     import torch
 
-    from matgl_cgat.domain import TrainingDomain, domain_flags, formula_of, inspect_structure
+    torch.set_num_threads(1)
 
-    baselines = _anchor_values(models, structures, potential_on_error or on_error, potential)
-    rows = []
-    for sid, s in structures.items():
-        row: dict = {"id": sid, "formula": formula_of(s)}
-        graphs: dict = {}
-        try:  # what can be wrong with the input: checked once per structure, graphs once per converter
-            geometry = inspect_structure(s)
-            for model in models.values():
-                converter = model.graph_converter()
-                key = tuple(sorted(converter.settings().items()))
-                if key not in graphs:
-                    graphs[key] = converter.get_graph(geometry.structure)[0]
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _converter_key(model) -> tuple:
+    return tuple(sorted(model.graph_converter().settings().items()))
+
+
+@dataclass
+class PreparedBatch:
+    """A batch checked and converted (in a worker process or here), ready for the networks."""
+
+    size: int  # structures read, kept or skipped
+    rows: list[dict] = field(default_factory=list)  # {"id", "formula"} of the kept ones
+    originals: list = field(default_factory=list)  # their input objects (a Δ-model's potential reads these)
+    geometries: list = field(default_factory=list)  # :class:`~matgl_cgat.domain.Geometry` per kept one
+    labels: list[dict] = field(default_factory=list)  # reference values the input carries
+    graphs: dict = field(default_factory=dict)  # converter key -> batched graph
+    skipped: list = field(default_factory=list)
+    error: Exception | None = None  # with on_error="raise": the first bad structure's error
+
+
+def _prepare_batch(job) -> PreparedBatch:
+    from matgl_cgat.domain import formula_of, inspect_structure
+    from matgl_cgat.graph import batch_graphs
+
+    converters, items, on_error = job
+    out = PreparedBatch(len(items))
+    graphs: dict = {key: [] for key in converters}
+    for sid, s, labels in items:  # what can be wrong with the input: checked once per structure
+        try:
+            converted, geometry = {}, None
+            for key, c in converters.items():
+                if geometry is None and hasattr(c, "get_graph_and_contact"):  # one neighbour search serves both
+                    g, _, _, checked, contact = c.get_graph_and_contact(s)
+                    geometry, converted[key] = inspect_structure(s, checked, contact), g
+                else:
+                    geometry = geometry or inspect_structure(s)
+                    converted[key] = c.get_graph(geometry.structure)[0]
+            geometry = geometry or inspect_structure(s)
         except (ValueError, TypeError) as exc:  # ImpossibleStructure is a ValueError
             error = DataError(f"structure {sid!r} ({formula_of(s)}): {exc}")
             if on_error == "raise":
-                raise error from None
-            if skipped is not None:
-                skipped.append((sid, str(error)))
+                out.error = error
+                return out
+            out.skipped.append((sid, str(error)))
             continue
-        for name, model in models.items():  # a failing model is the model's error, never a skipped input
+        for key, g in converted.items():
+            graphs[key].append(g)
+        out.rows.append({"id": sid, "formula": formula_of(s)})
+        out.originals.append(s)
+        out.geometries.append(geometry)
+        out.labels.append(labels or {})
+    if out.rows:
+        out.graphs = {key: batch_graphs(gs) for key, gs in graphs.items()}
+    return out
+
+
+def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on_error, potential,
+                  potential_on_error) -> list[dict]:
+    import torch
+
+    from matgl_cgat.domain import TrainingDomain, domain_flags
+
+    rows = batch.rows
+    if not rows:
+        return rows
+    kept = {row["id"]: s for row, s in zip(rows, batch.originals)}
+    baselines = _anchor_values(models, kept, potential_on_error or on_error, potential)
+    for name, model in models.items():  # a failing model is the model's error, never a skipped input
+        model.eval()
+        with torch.no_grad():
+            answers = model.answers(batch.graphs[keys[name]])
+        if answers.value.shape[1] != 1:  # a column per crystal is all a table has room for
+            raise ValueError(f"model {name}: {answers.value.shape[1]} outputs per crystal, where a table holds one "
+                             "value per model (multi-fidelity models are shown one column per fidelity; "
+                             "a multi-output model only element by element in Python)")
+        domain = TrainingDomain.of_model(model)
+        prop = property_of(model)
+        for i, (row, geometry) in enumerate(zip(rows, batch.geometries)):
+            sid = row["id"]
             why_not = baselines[name][1].get(sid) if name in baselines else None
             if why_not:  # a Δ-model whose potential cannot take this input: its value alone stays empty,
                 row[name] = None  # the other models still answer
                 row[f"{name} missing"] = why_not
             else:
-                model.eval()
-                graph = graphs[tuple(sorted(model.graph_converter().settings().items()))]
-                with torch.no_grad():
-                    if getattr(model, "sigma_head", None) is not None:
-                        value, sigma = model(graph, return_sigma=True)
-                        row[f"{name} sigma"] = float(sigma)
-                    else:
-                        value = model(graph)
-                    if getattr(model, "metal_head", None) is not None:
-                        decided, probability = model.metal_decision(graph)
-                        row[f"{name} metal"] = MetalDecision(bool(decided[0, 0]), float(probability[0, 0]),
-                                                             float(getattr(model, "metal_below", 0.1)))
-                row[name] = float(value) + (baselines[name][0][sid] if name in baselines else 0.0)
-            row[f"{name} flags"] = domain_flags(geometry, TrainingDomain.of_model(model))
-            if references is not None:
-                row[f"{name} label"] = references.get(sid, {}).get(property_of(model), "")
-        if references is not None:
+                if answers.sigma is not None:
+                    row[f"{name} sigma"] = float(answers.sigma[i, 0])
+                if answers.metal is not None:
+                    row[f"{name} metal"] = MetalDecision(bool(answers.metal[i, 0]), float(answers.metal_probability[i, 0]),
+                                                         float(getattr(model, "metal_below", 0.1)))
+                row[name] = float(answers.value[i, 0]) + (baselines[name][0][sid] if name in baselines else 0.0)
+            row[f"{name} flags"] = domain_flags(geometry, domain)
+            if references is not None or batch.labels[i]:
+                own = batch.labels[i].get(prop, "") if prop else ""
+                row[f"{name} label"] = own if own != "" else (references or {}).get(sid, {}).get(prop, "")
+    if references is not None:
+        for row in rows:
+            sid = row["id"]
             row["reference_id"] = references.get(sid, {}).get("mat_id", "")
             row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
-        rows.append(row)
     return rows
 
 
@@ -246,8 +461,6 @@ def units_of(model) -> str:
 
 #: Decimals written to CSV/JSON: 0.1 meV(/atom) or 0.1 meV of a gap, far below any model's error.
 DECIMALS = 4
-#: Suffixes ``--out`` writes.
-OUT_FORMATS = {".csv": "csv", ".json": "json"}
 
 
 def _rounded(value):
@@ -258,60 +471,95 @@ def _flags(row: dict, name: str):
     return row.get(f"{name} flags")
 
 
+def _anchored(model) -> bool:
+    card = getattr(model, "metadata", None)
+    return isinstance(card, dict) and "anchor" in card
+
+
+def table_columns(models: dict, labelled: bool = False, referenced: bool = False) -> list[str]:
+    """The CSV columns of a table of these models, fixed by the models alone (a streamed table writes its
+    header before the first row): ``id``, ``formula``, then per model ``<model> (<units>)``, ``<model>
+    missing`` (Δ-models), ``<model> sigma (<units>)`` (uncertainty head), ``<model> label (<units>)``
+    (``labelled``), ``<model> metal`` and ``<model> metal probability`` (metal gate), ``<model> flags``;
+    then ``reference_id`` and the measured values (``referenced``)."""
+    columns = ["id", "formula"]
+    for n, m in models.items():
+        unit = f" ({units_of(m)})" if units_of(m) else ""
+        columns.append(f"{n}{unit}")
+        if _anchored(m):
+            columns.append(f"{n} missing")
+        if getattr(m, "sigma_head", None) is not None:
+            columns.append(f"{n} sigma{unit}")
+        if labelled or referenced:
+            columns.append(f"{n} label{unit}")
+        if getattr(m, "metal_head", None) is not None:
+            columns += [f"{n} metal", f"{n} metal probability"]
+        columns.append(f"{n} flags")
+    if referenced:
+        columns.append("reference_id")
+        columns += [f"measured {key} ({unit})" for key, _, unit in MEASURED]
+    return columns
+
+
+def flat_row(r: dict, models: dict) -> dict:
+    """One row of :func:`predict_all` as CSV cells (see :func:`table_columns`), values rounded."""
+    line = {"id": r["id"], "formula": r["formula"]}
+    for n, m in models.items():
+        unit = f" ({units_of(m)})" if units_of(m) else ""
+        line[f"{n}{unit}"] = "" if r[n] is None else _rounded(r[n])
+        if f"{n} missing" in r or _anchored(m):
+            line[f"{n} missing"] = r.get(f"{n} missing", "")
+        if f"{n} sigma" in r:
+            line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
+        if f"{n} label" in r:
+            line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
+        if f"{n} metal" in r:
+            line[f"{n} metal"] = "yes" if r[f"{n} metal"].metal else "no"
+            line[f"{n} metal probability"] = _rounded(r[f"{n} metal"].probability)
+        flags = _flags(r, n)
+        line[f"{n} flags"] = "; ".join(flags.messages()) if flags is not None else ""
+    if "reference_id" in r:
+        line["reference_id"] = r["reference_id"]
+        for key, _, unit in MEASURED:
+            line[f"measured {key} ({unit})"] = _rounded(r.get("measured", {}).get(key, ""))
+    return line
+
+
+def json_row(r: dict, models: dict) -> dict:
+    """One row of :func:`predict_all` as a JSON object: ``{"id", "formula", <model>: {"value", "sigma",
+    "label", "metal", "metal_probability", "missing", "flags": [...]}, ...}``."""
+    item = {"id": r["id"], "formula": r["formula"]}
+    for n in models:
+        entry = {"value": _rounded(r[n])}
+        if f"{n} missing" in r:
+            entry["missing"] = r[f"{n} missing"]
+        if f"{n} sigma" in r:
+            entry["sigma"] = _rounded(r[f"{n} sigma"])
+        if f"{n} label" in r:
+            entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
+        if f"{n} metal" in r:
+            entry["metal"], entry["metal_probability"] = r[f"{n} metal"].metal, _rounded(r[f"{n} metal"].probability)
+        flags = _flags(r, n)
+        entry["flags"] = flags.messages() if flags is not None else []
+        item[n] = entry
+    if "reference_id" in r:
+        item["reference_id"] = r["reference_id"] or None
+    if "measured" in r:
+        item["measured"] = {k: _rounded(v) for k, v in r["measured"].items()}
+    return item
+
+
 def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     """Rows as "csv", "json" or an aligned "table", with units in the headers and rounded values.
 
-    CSV columns per model: ``<model> (<units>)``, ``<model> sigma (<units>)``, ``<model> label
-    (<units>)`` (with references), ``<model> metal`` and ``<model> metal probability`` (gated models),
-    ``<model> flags`` (domain messages joined by ``; ``). JSON nests the same per model: ``{"value",
-    "sigma", "label", "metal", "metal_probability", "flags": [...]}``.
+    CSV: the columns of :func:`table_columns` (domain messages joined by ``; ``); JSON: the objects of
+    :func:`json_row` under ``predictions``, with ``units`` per model.
     """
     if fmt == "json":
-        out = []
-        for r in rows:
-            item = {"id": r["id"], "formula": r["formula"]}
-            for n in models:
-                entry = {"value": _rounded(r[n])}
-                if f"{n} missing" in r:
-                    entry["missing"] = r[f"{n} missing"]
-                if f"{n} sigma" in r:
-                    entry["sigma"] = _rounded(r[f"{n} sigma"])
-                if f"{n} label" in r:
-                    entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
-                if f"{n} metal" in r:
-                    entry["metal"], entry["metal_probability"] = r[f"{n} metal"].metal, _rounded(r[f"{n} metal"].probability)
-                flags = _flags(r, n)
-                entry["flags"] = flags.messages() if flags is not None else []
-                item[n] = entry
-            if "reference_id" in r:
-                item["reference_id"] = r["reference_id"] or None
-            if "measured" in r:
-                item["measured"] = {k: _rounded(v) for k, v in r["measured"].items()}
-            out.append(item)
-        return json.dumps({"units": {n: units_of(m) for n, m in models.items()}, "predictions": out}, indent=2)
+        return json.dumps({"units": {n: units_of(m) for n, m in models.items()},
+                           "predictions": [json_row(r, models) for r in rows]}, indent=2)
     if fmt == "csv":
-        table = []
-        for r in rows:
-            line = {"id": r["id"], "formula": r["formula"]}
-            for n, m in models.items():
-                unit = f" ({units_of(m)})" if units_of(m) else ""
-                line[f"{n}{unit}"] = "" if r[n] is None else _rounded(r[n])
-                if any(f"{n} missing" in x for x in rows):  # a Δ-model without a value somewhere: say why
-                    line[f"{n} missing"] = r.get(f"{n} missing", "")
-                if f"{n} sigma" in r:
-                    line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
-                if f"{n} label" in r:
-                    line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
-                if f"{n} metal" in r:
-                    line[f"{n} metal"] = "yes" if r[f"{n} metal"].metal else "no"
-                    line[f"{n} metal probability"] = _rounded(r[f"{n} metal"].probability)
-                flags = _flags(r, n)
-                line[f"{n} flags"] = "; ".join(flags.messages()) if flags is not None else ""
-            if "reference_id" in r:
-                line["reference_id"] = r["reference_id"]
-                for key, _, unit in MEASURED:
-                    line[f"measured {key} ({unit})"] = _rounded(r.get("measured", {}).get(key, ""))
-            table.append(line)
+        table = [flat_row(r, models) for r in rows]
         buf = io.StringIO()
         fields = list(dict.fromkeys(k for line in table for k in line)) or ["id", "formula"]  # every row's
         writer = csv.DictWriter(buf, fieldnames=fields, restval="")  # columns, in first-seen order
@@ -379,3 +627,79 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                      "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "
                      "periodicity; domain? = the model stores no training domain)")
     return "\n".join(lines)
+
+
+def predict_table(models, source, *, on_error: str = "raise", batch_size: int = BATCH_SIZE,
+                  workers: int | None = None, threads: int | None = None, potential=None,
+                  progress: bool = False):
+    """The screening table of ``mgl-cgat predict`` as a pandas ``DataFrame``, one row per crystal.
+
+    Args:
+        models: a model, a name or folder (``"CGAT-PBE-BandGap"``), a list of them, or ``{column name:
+            model}``; multi-fidelity models give one column per fidelity.
+        source: a file or folder :func:`iter_structure_files` reads, a list of them, ``{id: structure}``,
+            or a list of pymatgen ``Structure`` / ASE ``Atoms`` (ids ``"0"``, ``"1"``, ...).
+        on_error: "raise" or "skip" (the skipped inputs are in ``table.attrs["skipped"]``).
+        workers, threads: conversion processes and torch threads; None chooses them from the cores
+            free now (:func:`matgl_cgat._parallel.choose_parallelism`); torch's thread count is restored
+            afterwards.
+        potential: where a Δ-model's potential is, when not in MatGL's cache.
+        progress: a progress bar on stderr.
+
+    Returns:
+        Columns of :func:`table_columns`: ``id``, ``formula``, per model the value with its units in
+        the name, ``sigma``, ``label`` (where the input carries the model's property), ``metal`` and
+        ``metal probability`` (gated models) and ``flags``.
+    """
+    import sys
+
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from matgl_cgat._parallel import choose_parallelism
+
+    models = by_fidelity(_as_models(models))
+    skipped: list = []
+    if isinstance(source, dict):
+        items, labelled = ((str(k), s, {}) for k, s in source.items()), False
+    elif isinstance(source, (str, Path)):
+        items, labelled = iter_structure_files([source], on_error, skipped), str(source).lower().endswith(RECORD_FILES)
+    elif source and all(isinstance(x, (str, Path)) for x in source):
+        items = iter_structure_files(list(source), on_error, skipped)
+        labelled = any(str(x).lower().endswith(RECORD_FILES) for x in source)
+    else:
+        items, labelled = ((str(i), s, {}) for i, s in enumerate(source)), False
+    chosen = choose_parallelism() if workers is None or threads is None else None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads is not None else chosen.threads)
+    bar = tqdm(desc="predict", unit=" structures", file=sys.stderr, disable=not progress)
+    try:
+        rows = [flat_row(r, models)
+                for chunk in predict_rows(models, items, on_error=on_error, skipped=skipped, potential=potential,
+                                          batch_size=batch_size, progress=bar.update,
+                                          workers=workers if workers is not None else chosen.workers)
+                for r in chunk]
+    finally:
+        bar.close()
+        torch.set_num_threads(before)
+    table = pd.DataFrame(rows, columns=table_columns(models, labelled))
+    table.attrs["skipped"] = skipped
+    table.attrs["units"] = {n: units_of(m) for n, m in models.items()}
+    return table
+
+
+def _as_models(models) -> dict:
+    from matgl_cgat.pretrained import load_model
+
+    if isinstance(models, dict):
+        return models
+    if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
+        models = [models]
+    out = {}
+    for m in models:
+        name = Path(m).name if isinstance(m, (str, Path)) else (getattr(m, "metadata", None) or {}).get("name", "model")
+        if name in out:
+            raise ValueError(f"two models named {name!r}: pass {{column name: model}} to tell them apart")
+        out[name] = load_model(str(m)) if isinstance(m, (str, Path)) else m
+    return out

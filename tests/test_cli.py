@@ -64,7 +64,13 @@ def test_models_lists_cards(tmp_path, saved_model, capsys, monkeypatch):
     register_pretrained("CGAT-Listed", saved_model)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "CGAT-Listed" in out and "units: eV/atom" in out
+    listed = [line.split() for line in out.splitlines() if line.startswith("CGAT-Listed")]
+    assert listed == [["CGAT-Listed", "e_form", "eV/atom", "-", "-"]] and len(out) < 3000  # a short table
+    assert main(["models", "cgat-listed"]) == 0  # one model's card, any case
+    card = capsys.readouterr().out.splitlines()
+    assert card[0].startswith("CGAT-Listed") and ["units", "eV/atom"] in [line.split() for line in card]
+    assert main(["models", "CGAT-Lsted"]) == 2
+    assert "no shipped model 'CGAT-Lsted'; did you mean CGAT-Listed?" in capsys.readouterr().err
 
 
 def test_predict_shows_reference_labels_of_matching_crystals(tmp_path, saved_model, nacl, copper, capsys):

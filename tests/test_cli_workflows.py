@@ -39,7 +39,11 @@ def test_train_finetune_evaluate(tmp_path, data_file, capsys):
                  "training_curve.png", "parity.png"):
         assert (out / name).is_file(), name
     assert (out / "parity.png").read_bytes()[:4] == b"\x89PNG"
-    assert "random 0.8/0.1/0.1 split, seed 0: train 32, val 4, test 4" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "random 0.8/0.1/0.1 split, seed 0: train 32, val 4, test 4" in printed
+    # the run ends with its best epoch and the test metrics, with units, and the model's name and property
+    assert "best epoch: " in printed and "(validation MAE " in printed and " eV), the weights saved" in printed
+    assert "test: n 4, mae " in printed and " eV, rmse " in printed and "saved the model trained-y (y, eV)" in printed
     metrics = json.loads((out / "test_metrics.json").read_text())
     rows = _csv(out / "test_predictions.csv")
     assert len(rows) == 4 == metrics["n"]
@@ -53,7 +57,8 @@ def test_train_finetune_evaluate(tmp_path, data_file, capsys):
     assert main(["finetune", "--model", str(out / "model"), *common, "--policy", "head", "--epochs", "1",
                  "--max-train", "10", "--out", str(tuned)]) == 0
     card2 = json.loads((tuned / "model" / "model.json").read_text())["metadata"]
-    assert card2["parent"] == "trained" and card2["policy"] == "head" and card2["n_train"] == 10
+    assert card2["parent"] == "trained-y" and card2["name"] == "tuned-y"  # named after run and property
+    assert card2["policy"] == "head" and card2["n_train"] == 10
     assert card2["training"]["trainable_parameters"] < card2["training"]["frozen_parameters"]
     assert card2["units"] == "eV"  # inherited from the source model
 

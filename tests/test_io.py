@@ -74,9 +74,9 @@ def test_pretrained_names_resolve_offline_and_matgl_names_untouched(tmp_path, ti
     assert float(model.predict_structure(nacl)) == float(tiny_model.predict_structure(nacl))
     with pytest.raises(ValueError, match="no pretrained CGAT model 'CGAT-Nope'"):
         matgl.load_model("CGAT-Nope")
-    # MatGL's own names are read from MatGL's cache only (weights-only), never downloaded (tests/test_loading.py)
+    # MatGL's own names: the package's loader reads MatGL's cache only, never downloads (tests/test_loading.py)
     with pytest.raises(ValueError, match="never downloads"):
-        matgl.load_model("M3GNet-MP-2021.2.8-PES")
+        pretrained.load_model("M3GNet-MP-2021.2.8-PES")
     with pytest.raises(ValueError, match="start with"):
         register_pretrained("Other", tmp_path)
 

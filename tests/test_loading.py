@@ -17,6 +17,7 @@ import matgl_cgat
 from matgl_cgat import CGAT
 from matgl_cgat.cli import main
 from matgl_cgat.pretrained import _HERE, UnsafeModelError, matgl_original_load_model
+from matgl_cgat.pretrained import load_model as cgat_load_model
 
 from .conftest import make_model
 
@@ -92,7 +93,7 @@ def test_folder_claiming_another_matgl_model_is_not_unpickled(tmp_path, capsys):
     folder = _crafted_m3gnet_folder(tmp_path / "evil", marker)
     with pytest.raises(UnsafeModelError, match=r"evil/model\.pt: not readable as tensors.*may contain code"
                                                r".*matgl_original_load_model"):
-        matgl.load_model(folder)
+        cgat_load_model(folder)  # the package's loader (and CLI); matgl.load_model is MatGL's for this folder
     assert not marker.exists()
 
     assert main(["predict", "--model", str(folder)]) == 2
@@ -109,7 +110,7 @@ def test_model_json_naming_a_non_model_class_is_not_imported(tmp_path):
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     (tmp_path / "m" / "model.json").write_text(json.dumps({**meta, "@module": "os", "@class": "system"}))
     with pytest.raises(UnsafeModelError, match=r"names os\.system, not a MatGL or CGAT model class"):
-        matgl.load_model(tmp_path / "m")
+        cgat_load_model(tmp_path / "m")
 
 
 def _tiny_m3gnet():
@@ -129,7 +130,7 @@ def test_genuine_matgl_m3gnet_loads_weights_only(tmp_path, monkeypatch):
         raise AssertionError("MatGL's IOMixIn.load (torch.load without weights_only) was called")
 
     monkeypatch.setattr(M3GNet, "load", classmethod(unpickling_loader))
-    loaded = matgl.load_model(tmp_path / "m3g")
+    loaded = cgat_load_model(tmp_path / "m3g")
     assert type(loaded) is M3GNet and same_weights(loaded, model)
     assert loaded.source == str(tmp_path / "m3g")
     li2o = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.61), ["Li", "O"], [[0.25, 0.25, 0.25], [0, 0, 0]])
@@ -146,18 +147,35 @@ def test_matgl_potential_with_numpy_args_is_refused_and_names_resolve_from_cache
     Potential(model=m3g, element_refs=np.array([0.1, -0.2])).save(tmp_path / "pot")
     if hasattr(torch.serialization, "get_safe_globals") and np.ndarray in torch.serialization.get_safe_globals():
         # MatGL 4 registers numpy arrays as safe for weights-only loading at import: plain data, read as such
-        assert type(matgl.load_model(tmp_path / "pot")) is Potential
+        assert type(cgat_load_model(tmp_path / "pot")) is Potential
     else:
         with pytest.raises(UnsafeModelError, match=r"pot/model\.pt: not readable.*matgl_original_load_model"):
-            matgl.load_model(tmp_path / "pot")
+            cgat_load_model(tmp_path / "pot")
     # MatGL's pretrained names: MatGL's download cache, weights-only; otherwise an error, no download
     Potential(model=m3g, element_refs=torch.tensor([0.1, -0.2])).save(tmp_path / "cache" / "M3GNet-Tiny-PES")
-    pes = matgl.load_model("M3GNet-Tiny-PES")
+    pes = cgat_load_model("M3GNet-Tiny-PES")
     assert type(pes) is Potential and same_weights(pes.model, m3g)
     with pytest.raises(ValueError, match=r"never downloads.*matgl_original_load_model\('M3GNet-MP-2021.2.8-PES'\)"):
-        matgl.load_model("M3GNet-MP-2021.2.8-PES")
-    with pytest.raises(TypeError, match="takes no options"):
-        matgl.load_model("M3GNet-Tiny-PES", force_download=True)
+        cgat_load_model("M3GNet-MP-2021.2.8-PES")
+
+
+def test_matgl_load_model_stays_matgls_for_its_own_models(tmp_path, monkeypatch):
+    """Importing the package teaches matgl.load_model the CGAT names and folders and changes nothing
+    else: MatGL's names, folders and options reach MatGL's own loader untouched."""
+    from matgl_cgat import pretrained
+
+    calls = []
+    monkeypatch.setattr(pretrained, "_original", lambda path, **kw: calls.append((path, kw)) or "matgl's")
+    assert matgl.load_model("M3GNet-MP-2021.2.8-PES", force_download=True) == "matgl's"
+    m3g = _tiny_m3gnet()
+    m3g.save(tmp_path / "m3g")
+    assert matgl.load_model(tmp_path / "m3g") == "matgl's"
+    assert calls == [("M3GNet-MP-2021.2.8-PES", {"force_download": True}), (tmp_path / "m3g", {})]
+    make_model().save(tmp_path / "cgat")  # CGATs: this package's loader, offline and weights-only
+    assert isinstance(matgl.load_model(tmp_path / "cgat"), CGAT)
+    assert isinstance(matgl.load_model("cgat-pbe-bandgap"), CGAT) and len(calls) == 2
+    with pytest.raises(TypeError, match="CGAT models load with no options"):
+        matgl.load_model("CGAT-PBE-BandGap", force_download=True)
 
 
 def test_cli_says_when_a_local_folder_is_used(tmp_path, capsys):

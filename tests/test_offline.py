@@ -7,6 +7,8 @@ import matgl
 import pytest
 
 import matgl_cgat  # noqa: F401  (installs the loader)
+from matgl_cgat.cli import main
+from matgl_cgat.pretrained import load_model
 
 
 def test_shipped_names_load_with_the_network_blocked(no_network, nacl):
@@ -16,11 +18,18 @@ def test_shipped_names_load_with_the_network_blocked(no_network, nacl):
 
 
 def test_hub_addresses_and_unknown_names_fail_fast_without_the_network(no_network):
+    # the package's loader (and CLI) for MatGL's names: MatGL's cache or a clear error, never the network;
+    # matgl.load_model itself is MatGL's for those names (tests/test_loading.py)
     with pytest.raises(FileNotFoundError, match="no such model folder"):
-        matgl.load_model("materialyze/M3GNet-MatPES-PBE-v2025.1-PES")  # MatGL 4's hub address form
+        load_model("materialyze/M3GNet-MatPES-PBE-v2025.1-PES")  # MatGL 4's hub address form
     with pytest.raises(ValueError, match="download cache has no copy"):
-        matgl.load_model("M3GNet-Not-A-Cached-Model-2099")
+        load_model("M3GNet-Not-A-Cached-Model-2099")
     with pytest.raises(ValueError, match="no pretrained CGAT model 'CGAT-PBE-Eform2'.*CGAT-PBE-Eform"):
         matgl.load_model("CGAT-PBE-Eform2")
-    with pytest.raises(TypeError, match="takes no options"):
+    with pytest.raises(TypeError, match="load with no options"):
         matgl.load_model("CGAT-PBE-Ehull", force_download=True)
+
+
+def test_the_cli_screens_with_the_network_blocked(no_network, tmp_path, capsys):
+    assert main(["predict", "--model", "CGAT-PBE-Eform", "--labels", "none", "--quiet"]) == 0
+    assert "NaCl" in capsys.readouterr().out

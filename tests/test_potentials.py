@@ -460,6 +460,9 @@ def test_default_predict_table_leaves_out_a_delta_model_without_its_potential(tm
     assert "CGAT-Delta-Test left out: it needs the potential No-Such-PES-v1" in captured.err
     assert "CGAT-PBE-Eform" in captured.out and "CGAT-Delta-Test" not in captured.out
     assert main(["models"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CGAT-Delta-Test")]
+    assert len(listed) == 1 and listed[0].split()[-1] == "No-Such-PES-v1"  # what it needs at run time
+    assert main(["models", "cgat-delta-test"]) == 0
     assert "adds its output to No-Such-PES-v1" in capsys.readouterr().out
 
 

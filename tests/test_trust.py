@@ -250,8 +250,8 @@ def test_models_without_a_stored_domain_say_so():
 def test_a_failing_model_is_an_error_not_a_skipped_structure():
     from matgl_cgat.predict import predict_all
 
-    two_targets = make_model(ntargets=2)  # float() of two values fails inside the model loop
-    with pytest.raises(Exception, match="one element"):
+    two_targets = make_model(ntargets=2)  # two values per crystal: the model's fault, named, never a skip
+    with pytest.raises(ValueError, match="model mt: 2 outputs per crystal"):
         predict_all({"mt": two_targets}, {"nacl": rocksalt()}, on_error="skip", skipped=[])
 
 

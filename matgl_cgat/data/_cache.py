@@ -77,7 +77,8 @@ def write_shard(root: Path, index: int, graphs: list, lattices: list, meta: dict
     with atomic_path(bin_path) as tmp:
         # a shard whose records were all skipped keeps an empty dict: it is complete, nothing to load
         torch.save(graphs_to_tensors(graphs, lattices) if graphs else {}, tmp)
-    atomic_write_text(meta_path, json.dumps(meta))
+    # the size lets a later run tell a shard damaged since (a truncated copy, a full disk) from a whole one
+    atomic_write_text(meta_path, json.dumps({**meta, "bytes": bin_path.stat().st_size}))
 
 
 def read_shard_meta(root: Path, index: int) -> dict | None:
@@ -86,14 +87,24 @@ def read_shard_meta(root: Path, index: int) -> dict | None:
     if not (bin_path.is_file() and meta_path.is_file()):
         return None
     try:
-        return json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if not isinstance(meta, dict) or ("bytes" in meta and meta["bytes"] != bin_path.stat().st_size):
+        return None  # damaged after it was written: converted again
+    return meta
 
 
 def load_shard_graphs(root: Path, index: int) -> tuple[list, torch.Tensor]:
     """Graphs and (n, 3, 3) lattices of one shard (read weights-only: tensors, never code)."""
-    data = torch.load(shard_paths(root, index)[0], weights_only=True)
+    path = shard_paths(root, index)[0]
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises many types
+        from ._errors import DataError
+
+        raise DataError(f"{path}: graph cache shard unreadable ({type(exc).__name__}: {exc}); delete {root} and "
+                        "load the data again") from None
     if not data:
         return [], torch.zeros(0, 3, 3)
     return tensors_to_graphs(data), data["lattice"]

@@ -15,6 +15,7 @@ import math
 import multiprocessing as mp
 import os
 import tempfile
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -172,6 +173,8 @@ def load_dataset(
         root = Path(cache_dir) / key
     root.mkdir(parents=True, exist_ok=True)
     index_path = root / "index.json"
+    if index_path.is_file() and not _shards_intact(root, index_path):
+        index_path.unlink()  # the intact shards are reused below; the damaged ones are converted again
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         logger.info("reusing graph cache %s", root)
@@ -184,6 +187,20 @@ def load_dataset(
         atomic_write_text(index_path, json.dumps(index))
     _check(index, name)
     return GraphDataset(root, index, store=_ShardStore(root, max_cached_shards), keepalive=keepalive)
+
+
+def _shards_intact(root: Path, index_path: Path) -> bool:
+    """Whether every shard of a finished cache is still whole; a warning names those that are not."""
+    try:
+        counts = json.loads(index_path.read_text())["counts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        warnings.warn(f"{index_path}: unreadable; rebuilding the graph cache index", UserWarning, stacklevel=3)
+        return False
+    damaged = [i for i in range(len(counts)) if read_shard_meta(root, i) is None]
+    if damaged:
+        warnings.warn(f"graph cache {root}: shard(s) {damaged} damaged or missing; converting them again",
+                      UserWarning, stacklevel=3)
+    return not damaged
 
 
 def _check(index: dict, name: str) -> None:

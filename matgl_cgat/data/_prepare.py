@@ -14,6 +14,21 @@ from ._paths import default_data_dir
 from ._splits import Splits, nested_subsets, random_split, split_from_file, split_sizes
 
 
+def splits_beside(data: Path) -> Path | None:
+    """The splits file of a data file, found by name: ``X_splits.json`` beside ``X.jsonl.gz`` (so
+    ``hifi_eform.jsonl.gz`` gets ``hifi_eform_splits.json``, not its neighbour's), else a plain
+    ``splits.json`` in the same folder, else None."""
+    stem = data.name
+    for suffix in (".jsonl.gz", ".jsonl", ".json.bz2", ".json", ".extxyz", ".xyz"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    for candidate in (data.parent / f"{stem}_splits.json", data.parent / "splits.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def prepare_splits(target: str, data: str | Path | None = None, *, splits: str | Path | None = None,
                    split_key: str | None = None, fractions=(0.8, 0.1, 0.1), seed: int = 0,
                    max_train: int | None = None, cache_dir: str | Path | None = None, converter=None,
@@ -23,7 +38,7 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
     Args:
         data: a data file or folder for :func:`load_dataset`, or a folder holding one JSON-lines file
             (such as ``mp_gap/``); default: the shared ``mp_gap.jsonl.gz``.
-        splits: a ``splits.json``; default: ``splits.json`` beside ``data`` if present, else random.
+        splits: a ``splits.json``; default: the one beside ``data`` (:func:`splits_beside`), else random.
         split_key: the entry of ``splits`` to use (default: ``target``).
         max_train: keep a seeded random subset of this many training structures.
         need: the parts that must not be empty (default: ``train``): ``("train", "val", "test")``
@@ -43,8 +58,8 @@ def prepare_splits(target: str, data: str | Path | None = None, *, splits: str |
         lines = sorted(p for p in data.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
         if len(lines) == 1:  # a dataset folder like mp_gap/: its one JSON-lines file, splits.json beside it
             data = lines[0]
-    if splits is None and data.is_file() and (data.parent / "splits.json").is_file():
-        splits = data.parent / "splits.json"
+    if splits is None and data.is_file():
+        splits = splits_beside(data)
     ds = load_dataset(data, target, cache_dir=cache_dir, converter=converter, progress=progress)
     if splits is not None:
         key = split_key or target

@@ -207,6 +207,10 @@ def _cif_items(folder: Path) -> Iterator[Item]:
         if len(row) < 2:
             raise DataError(f"{table}, line {lineno}: expected 'id,value[,value...]', got {row!r}")
         rid = row[0].strip()
+        if not rid or "/" in rid or "\\" in rid or rid in (".", "..") or "\0" in rid:
+            # an id names a CIF file *in this folder*; a path would read files from anywhere
+            raise DataError(f"{table}, line {lineno}: id {rid!r} is not a plain file name (ids name CIF files "
+                            "inside the data folder; no folders, no '..')")
         yield Item(f"{table}, line {lineno} ({rid}.cif)", "cif",
                    (str(folder / f"{rid}.cif"), rid, row[1:], header, lineno))
 

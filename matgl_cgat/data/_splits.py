@@ -67,9 +67,20 @@ def load_splits(path: str | Path, key: str) -> dict[str, list[str]]:
         splits = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read splits ({exc})") from None
-    if key not in splits:
-        raise DataError(f"{path}: no split {key!r}; available: {sorted(splits)}")
-    return {part: [str(i) for i in ids] for part, ids in splits[key].items()}
+    if not isinstance(splits, dict) or key not in splits:
+        raise DataError(f"{path}: no split {key!r}; available: {sorted(splits) if isinstance(splits, dict) else 'none'}")
+    if not isinstance(splits[key], dict) or not all(isinstance(v, list) for v in splits[key].values()):
+        raise DataError(f"{path}: split {key!r} must map part names (train, val, test) to lists of ids")
+    parts = {part: [str(i) for i in ids] for part, ids in splits[key].items()}
+    seen: dict[str, str] = {}
+    for part, ids in parts.items():  # a repeated id weighs a crystal twice; one in two parts leaks test into training
+        for rid in ids:
+            if rid in seen:
+                where = f"twice in {part!r}" if seen[rid] == part else f"in both {seen[rid]!r} and {part!r}"
+                raise DataError(f"{path}: split {key!r}: id {rid!r} is {where}; the parts must be disjoint and "
+                                "each id listed once")
+            seen[rid] = part
+    return parts
 
 
 def split_from_file(dataset, path: str | Path, key: str, *, allow_missing: bool = False) -> Splits:

@@ -175,17 +175,27 @@ class CGATGraphConverter(GraphConverter):
             (graph, lattice of shape (1, 3, 3), state_attr) as MatGL converters do; the graph is the
             installed MatGL's kind (DGL on MatGL 1.x, a PyG ``Data`` from MatGL 2 on).
         """
+        g, lat, state, _, _ = self.get_graph_and_contact(structure)
+        return g, lat, state
+
+    def get_graph_and_contact(self, structure):
+        """:meth:`get_graph`, plus the checked pymatgen structure and its shortest contact (what the
+        domain flags need), from the one neighbour search: a screen then searches each crystal once.
+
+        Returns:
+            (graph, lattice, state_attr, checked structure, :class:`Contact`).
+        """
         structure = as_checked_structure(structure)
         z = atomic_numbers_of(structure)
         lattice = structure.lattice.matrix
         shells = nearest_neighbor_shells(
             structure.cart_coords, lattice, self.num_neighbors, self.tolerance, tie_break=z
         )
-        check_contacts(structure, shells)
+        contact = check_contacts(structure, shells)
         # MatGL's convention: bond vector = pos[dst] - pos[src] + pbc_offset @ lattice. The image found
         # belongs to the neighbour (our src), so the offset seen from src to dst is its negative.
         g = make_graph(torch.from_numpy(shells.src), torch.from_numpy(shells.dst), torch.from_numpy(z - 1),
                        torch.from_numpy(shells.ranks), torch.from_numpy(-shells.images).float(),
                        torch.from_numpy(structure.frac_coords).float())
         lat = torch.tensor(np.array([lattice]), dtype=torch.float32)
-        return g, lat, np.zeros(2, dtype=np.float32)
+        return g, lat, np.zeros(2, dtype=np.float32), structure, contact

@@ -37,6 +37,7 @@ from matgl_cgat.layers import (
     RoostContext,
     condition_on_fidelities,
 )
+from matgl_cgat.models._answers import CrystalAnswers
 
 if TYPE_CHECKING:
     from matgl.graph.converters import GraphConverter
@@ -225,6 +226,8 @@ class CGAT(MatGLModel):
 
     def set_normalization(self, mean: float | list[float] | torch.Tensor, std: float | list[float] | torch.Tensor):
         """Store the target mean and std (per target) used to de-normalise the output."""
+        if self.data_mean.is_meta:  # a network of shapes only (the loader's check of a saved folder): no values
+            return
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1).expand(self.ntargets).clone()
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1).expand(self.ntargets).clone()
         if not torch.all(torch.isfinite(mean_t)) or not torch.all(std_t > 0):
@@ -408,6 +411,19 @@ class CGAT(MatGLModel):
             return pred, None
         log_sigma = self.sigma_output(features).float().clamp(-20.0, 20.0)
         return pred, torch.exp(log_sigma) * self.data_std
+
+    def answers(self, g: AtomGraph) -> CrystalAnswers:
+        """Value, sigma (with an uncertainty head) and metal decision (with a gate) for a batch of graphs,
+        all from one representation: what a screening table needs, at the cost of one forward pass."""
+        features = self.represent(g)
+        value = self.predict_from_features(features)
+        sigma = metal = probability = None
+        if self.sigma_head is not None:
+            sigma = torch.exp(self.sigma_output(features).float().clamp(-20.0, 20.0)) * self.data_std
+        if self.metal_head is not None:
+            logit = self.metal_logit(features).float()
+            metal, probability = logit > self.metal_threshold, torch.sigmoid(logit)
+        return CrystalAnswers(value, sigma, metal, probability)
 
     def predict_dataset(self, dataset, batch_size: int = 128) -> np.ndarray:
         """Predictions (target units) for every item of a dataset of MatGL ``(graph, ...)`` items, in order."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 from ._anchored import CARD_KEY, POTENTIALS_ENV, PotentialAnchor, anchor_of, anchored_predictions
 from ._cache import ENV_VAR, EnergyCache, ReferenceCache, default_cache_dir, structure_digest
 from ._correction import ElementCorrection
-from ._energy import CalculatorEnergy, EnergySource, MatGLPotentialEnergy, load_potential
+from ._energy import CalculatorEnergy, EnergySource, MatGLPotentialEnergy
+from ._load import load_potential
 from ._enthalpy import EnthalpyResult, formation_enthalpies
 from ._errors import MissingPotentialError, PotentialError
 from ._named import KNOWN as NAMED_POTENTIALS

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ._correction import ElementCorrection
-from ._energy import EnergySource, load_potential
+from ._energy import EnergySource
+from ._load import load_potential
 from ._enthalpy import as_structures, formation_enthalpies
 from ._errors import MissingPotentialError
 from ._named import PINNED, parse_name, wheel_version

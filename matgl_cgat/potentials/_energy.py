@@ -198,34 +198,3 @@ def _as_result(energy: float, label: str, name: str) -> float | PotentialError:
         return _finite(float(energy), label, name)
     except PotentialError as exc:
         return exc
-
-
-def load_potential(spec, batch_size: int = 16) -> EnergySource:
-    """An :class:`EnergySource` for a MatGL potential name or folder, a wheel-shipped potential's name
-    (``chgnet:r2scan``, ``sevenn:7net-mf-0:r2scan``: see :mod:`matgl_cgat.potentials._named`), or an
-    already made source.
-
-    A MatGL name is found the way MatGL finds it, on disk only (MatGL's cache; this package never
-    downloads); a folder is read weights-only. Any other ASE calculator needs a name: wrap it in
-    :class:`CalculatorEnergy` yourself.
-    """
-    if isinstance(spec, EnergySource):
-        return spec
-    from pathlib import Path
-
-    from ._named import named_potential, parse_name
-
-    if not isinstance(spec, (str, Path)):
-        raise TypeError(f"a MatGL potential name or folder, or an EnergySource; got {type(spec).__name__} "
-                        "(wrap an ASE calculator as CalculatorEnergy(calc, name=...))")
-    if parse_name(str(spec)) is not None:
-        return named_potential(str(spec))
-    from matgl.apps.pes import Potential
-
-    from matgl_cgat.pretrained import load_model
-
-    model = load_model(spec)
-    if not isinstance(model, Potential):
-        raise ValueError(f"{spec}: a {type(model).__name__}, not a MatGL Potential (a universal potential "
-                         "such as M3GNet-MatPES-r2SCAN-v2025.1-PES)")
-    return MatGLPotentialEnergy(model, name=Path(str(spec)).name, batch_size=batch_size)

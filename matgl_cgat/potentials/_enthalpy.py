@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ._cache import EnergyCache, default_cache_dir, structure_digest
-from ._energy import EnergySource, load_potential
+from ._energy import EnergySource
+from ._load import load_potential
 from ._errors import PotentialError
 from ._references import ElementalReferences, elemental_references
 from ._relax import RelaxOptions, relax_atoms

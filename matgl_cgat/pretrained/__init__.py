@@ -7,9 +7,9 @@ too: a shipped name (any case) always means the shipped model, even if a folder 
 the working directory (pass ``./NAME`` for the folder); an unknown ``CGAT-`` name is an error with
 close matches; folders, CGAT or other MatGL models, are read weights-only, and a folder that would
 need unpickling is refused (issue #13; rules in :mod:`matgl_cgat.pretrained._resolve`). Nothing is
-downloaded. MatGL's original loader stays reachable as :func:`matgl_original_load_model`, for
-folders one trusts. (Code that bound ``from matgl import load_model`` before importing
-``matgl_cgat`` keeps MatGL's original.)
+downloaded. ``matgl.load_model`` itself is taught only the CGAT names and folders (issue #35): MatGL's
+own models load through MatGL's own loader as if this package were not installed, which is MatGL's
+behaviour (its model store, its unpickling); :func:`matgl_original_load_model` is that loader.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from matgl_cgat.pretrained._resolve import REGISTERED, SHIPPED, UnsafeModelError, is_explicit_path, load_folder, resolve
 
 __all__ = ["PREFIX", "REGISTERED", "SHIPPED", "UnsafeModelError", "available_models", "install_matgl_hook",
-           "load_model", "load_pretrained", "matgl_original_load_model", "register_pretrained"]
+           "is_cgat", "load_model", "load_pretrained", "matgl_original_load_model", "register_pretrained"]
 
 PREFIX = "CGAT-"
 _HERE = Path(__file__).resolve().parent
@@ -78,8 +78,29 @@ def matgl_original_load_model(path, **kwargs):
     return (_original or io.load_model)(path, **kwargs)
 
 
+def is_cgat(spec) -> bool:
+    """Whether ``matgl.load_model(spec)`` means a CGAT: a ``CGAT-`` name (any case), a registered
+    name, or a folder whose ``model.json`` names a class of this package."""
+    if isinstance(spec, str) and not is_explicit_path(spec) and (
+            spec.lower().startswith(PREFIX.lower()) or spec in available_models()):
+        return True
+    try:
+        folder = Path(spec).expanduser()
+        if (folder / "model.json").is_file():
+            import json
+
+            return str(json.loads((folder / "model.json").read_text()).get("@module", "")).startswith("matgl_cgat")
+    except (TypeError, ValueError, OSError, AttributeError):
+        return False
+    return False
+
+
 def install_matgl_hook() -> None:
-    """Make ``matgl.load_model`` (and ``matgl.utils.io.load_model``) this package's :func:`load_model`."""
+    """Teach ``matgl.load_model`` (and ``matgl.utils.io.load_model``) the CGAT names and folders, and
+    nothing else: a CGAT goes to this package's :func:`load_model` (offline, weights-only); every other
+    name or folder to MatGL's own loader exactly as before the import, options and model store
+    included. The package's own entry points (the CLI, :func:`load_model`) stay offline and
+    weights-only for MatGL's models too."""
     global _original
     import matgl
     from matgl.utils import io
@@ -91,12 +112,12 @@ def install_matgl_hook() -> None:
 
     @functools.wraps(original)
     def matgl_load_model(path, **kwargs):
-        if kwargs:  # MatGL's options (force_download, ...) are for its downloader, which this never uses
-            raise TypeError(f"matgl_cgat's load_model takes no options (got {sorted(kwargs)}); MatGL's own "
-                            "loader is matgl_cgat.pretrained.matgl_original_load_model")
+        if not is_cgat(path):
+            return matgl_original_load_model(path, **kwargs)
+        if kwargs:  # MatGL's options (force_download, ...) are for its downloader, which a CGAT never needs
+            raise TypeError(f"CGAT models load with no options (got {sorted(kwargs)}): they ship with the package")
         return load_model(path)
 
-    matgl_load_model.__doc__ = load_model.__doc__
     matgl_load_model._matgl_cgat = True
     io.load_model = matgl_load_model
     matgl.load_model = matgl_load_model

@@ -167,6 +167,34 @@ def model_class(module: Any, name: Any, where: Path) -> type:
     return cls
 
 
+def _check_shapes_first(cls, init_args: dict, state: dict, folder: Path) -> None:
+    """Build the network the saved arguments describe on torch's ``meta`` device (shapes, no memory) and
+    compare it with the saved weights, before any real allocation: arguments that describe a network
+    far larger than its weights (a damaged or crafted ``model.pt``) are an error naming the file, not
+    an allocation without bound."""
+    import torch
+
+    # values that only set numbers (normalisation, bounds, thresholds) do not change shapes; the network's
+    # own checks of them need real tensors, so the probe leaves them at their defaults
+    numbers = ("data_mean", "data_std", "output_min", "metal_threshold", "metal_below")
+    args = {k: v for k, v in init_args.items() if not str(k).startswith("@") and k not in numbers}
+    try:
+        with torch.device("meta"):
+            probe = cls(**args)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad model.pt, said as such
+        raise ValueError(f"{folder / 'model.pt'}: its arguments do not describe a {cls.__name__} "
+                         f"({type(exc).__name__}: {exc})") from None
+    own = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    wrong = [k for k, shape in own.items() if k in saved and saved[k] != shape]
+    lacking = [k for k in own if k not in saved]
+    if wrong or lacking:
+        k = (wrong or lacking)[0]
+        found = f"state.pt has {saved[k]}" if k in saved else "state.pt lacks it"
+        raise ValueError(f"{folder}: model.pt describes a network whose {k} is {own[k]}, but {found} "
+                         f"({len(wrong)} shape(s) differ, {len(lacking)} missing); the folder is damaged")
+
+
 def load_folder(folder: Path):
     """The model saved in ``folder`` (MatGL's format), read weights-only; see the module docstring.
 
@@ -192,6 +220,7 @@ def load_folder(folder: Path):
     from matgl_cgat.models import CGAT
 
     if issubclass(cls, CGAT):
+        _check_shapes_first(cls, init_args, state, folder)
         return cls.load(folder)
     if getattr(cls, "__version__", 0) > meta.get("@model_version", 0):
         warnings.warn(f"{files['model.json']} was saved by an older {cls.__name__} version", UserWarning, stacklevel=3)

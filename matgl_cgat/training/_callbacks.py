@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as pl
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.optim.swa_utils import AveragedModel
 
 
@@ -135,3 +136,22 @@ class StopFile(pl.Callback):
             trainer.should_stop = True
             self.stopped_at = trainer.current_epoch
 
+
+
+class EpochErrorsBar(TQDMProgressBar):
+    """Lightning's progress bar showing what a user watches a run for: the last finished epoch's train
+    and validation MAE in the target's units (``train MAE 0.051 eV/atom``), not the logger's version
+    number (``v_num``) or raw metric keys."""
+
+    def __init__(self, units: str = ""):
+        super().__init__()
+        self.units = units
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        shown = {}
+        unit = f" {self.units}" if self.units else ""
+        for key, label in (("train_mae", "train MAE"), ("val_mae", "val MAE")):
+            value = trainer.callback_metrics.get(key)
+            if value is not None:
+                shown[label] = f"{float(value):.4g}{unit}"
+        return shown

@@ -159,6 +159,12 @@ RECIPES: dict[str, tuple[TrainConfig, str]] = {
         "Fine-tuning on a CPU budget: peak lr 3e-4, 10 epochs, one cycle (the cross-functional HSE, "
         "GLLB-SC and SCAN studies; a third of the from-scratch rate keeps the parent's features).",
     ),
+    "cpu-finetune": (
+        TrainConfig(lr=3e-4, epochs=20),
+        "Fine-tuning a shipped model on a few hundred to a few thousand labels, as the README measured it: "
+        "peak lr 3e-4, 20 epochs, one cycle (CGAT-Exp-Eform, CGAT-r2SCAN-Eform and the Delta-models); "
+        "mgl-cgat finetune's default.",
+    ),
     "paper-scratch": (
         TrainConfig(lr=1.25e-4, epochs=390, period=130),
         "The reference's from-scratch runs on GPUs: lr 1.25e-4, 390 epochs in three 130-epoch cycles.",

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ._allocator import keep_freed_memory
-from ._callbacks import GradualUnfreezing, KeepFrozenInEval, StopFile, WeightAveraging
+from ._callbacks import EpochErrorsBar, GradualUnfreezing, KeepFrozenInEval, StopFile, WeightAveraging
 from ._compile import compiled_for_training
 from ._config import TrainConfig
 from ._data import GraphDataModule, dataset_targets
@@ -196,6 +196,9 @@ def fit(model: torch.nn.Module, train, val=None, config: TrainConfig | None = No
     stop = StopFile(out_dir_path / "STOP")
     callbacks += [KeepFrozenInEval(), stop, last, LearningRateMonitor(logging_interval="epoch"),
                   *(extra_callbacks or [])]
+    if config.progress:
+        card = getattr(model, "metadata", None)
+        callbacks.append(EpochErrorsBar(card.get("units", "") if isinstance(card, dict) and len(targets) == 1 else ""))
 
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,

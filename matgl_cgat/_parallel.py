@@ -1,0 +1,69 @@
+"""How many torch threads and conversion processes a prediction should use on this machine, now.
+
+Measured on this project's 2-core machine (benchmarks/screening_speed.py, CGAT-PBE-BandGap, 1,000
+crystals): idle, two intra-op threads and no conversion process were fastest (195 structures/s; one
+thread plus one conversion process 168); with another job busy on one core, two threads fell to 99
+while one thread plus one conversion process kept 140. Intra-op threads synchronise at every small
+operation, so one that waits for a core another job holds stalls them all; processes converting the
+next batch do not wait on each other. So the choice follows the cores that are free *now*, read from
+the kernel's CPU counters over a fraction of a second rather than from the load average, which lags
+by a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """Torch intra-op threads in this process and conversion worker processes beside it."""
+
+    threads: int
+    workers: int
+    free_cores: float  # what the choice was based on
+
+    def describe(self) -> str:
+        return (f"{self.threads} thread(s), {self.workers} conversion process(es) "
+                f"({self.free_cores:.1f} of {usable_cores()} cores free)")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a SLURM allocation), not the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def free_cores(interval: float = 0.3) -> float:
+    """Cores idle over the next ``interval`` seconds, from ``/proc/stat``; all usable ones where the
+    counters cannot be read (not Linux)."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+        return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields)  # idle + iowait, total
+
+    cores = usable_cores()
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float(cores)
+    machine = os.cpu_count() or cores
+    if total1 <= total0:
+        return float(cores)
+    return min(float(cores), machine * (idle1 - idle0) / (total1 - total0))
+
+
+def choose_parallelism(free: float | None = None) -> Parallelism:
+    """Threads and workers for the cores free now (see the module's measurements). Beyond two free
+    cores the extra ones convert structures; that rule was not measured on more cores than two."""
+    free = free_cores() if free is None else free
+    if free < 1.5:
+        return Parallelism(1, 1, free)
+    if free < 3:
+        return Parallelism(2, 0, free)
+    return Parallelism(2, min(int(free) - 2, 8), free)
