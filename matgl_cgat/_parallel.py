@@ -23,11 +23,11 @@ class Parallelism:
 
     threads: int
     workers: int
-    free_cores: float  # what the choice was based on
+    free_cores: float | None  # what the choice was based on; None: as asked
 
     def describe(self) -> str:
-        return (f"{self.threads} thread(s), {self.workers} conversion process(es) "
-                f"({self.free_cores:.1f} of {usable_cores()} cores free)")
+        why = "as asked" if self.free_cores is None else f"{self.free_cores:.1f} of {usable_cores()} cores free"
+        return f"{self.threads} thread(s), {self.workers} conversion process(es) ({why})"
 
 
 def usable_cores() -> int:
@@ -63,7 +63,7 @@ def choose_parallelism(free: float | None = None) -> Parallelism:
     cores the extra ones convert structures; that rule was not measured on more cores than two."""
     free = free_cores() if free is None else free
     if free < 1.5:
-        return Parallelism(1, 1, free)
+        return Parallelism(1, max(1, usable_cores()), free)
     if free < 3:
         return Parallelism(2, 0, free)
     return Parallelism(2, min(int(free) - 2, 8), free)

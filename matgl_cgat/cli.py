@@ -81,6 +81,20 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.out:
         out_format(args.out)  # a wrong suffix is refused before any model loads
+    fabric = None
+    if any(v is not None for v in (args.devices, args.num_nodes, args.strategy, args.accelerator)):
+        if not (args.out and args.files):
+            raise ValueError("--devices/--num-nodes/--strategy/--accelerator: a screen over several processes reads "
+                             "FILES and writes --out (each process a part, merged in input order)")
+        if args.out.exists() and not args.overwrite:
+            raise ValueError(f"--out {args.out}: exists; choose another name or pass --overwrite to replace it")
+        from matgl_cgat._parts import launch
+
+        devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+        fabric = launch(args.accelerator, devices, args.num_nodes, args.strategy)
+        if fabric.world_size > 1 and args.threads is None and args.workers is None:
+            args.threads, args.workers = 1, 0  # the machine's cores are shared by the processes already
+        args.quiet = args.quiet or fabric.global_rank != 0
     parallel = _parallelism(args.threads, args.workers, bool(args.files), args.quiet)
     names = args.model or sorted(available_models())
     if not names:
@@ -107,7 +121,13 @@ def _predict(args: argparse.Namespace) -> int:
                 print(f"mgl-cgat: {name} left out: {exc}", file=sys.stderr)
     models = by_fidelity(loaded, args.fidelity)
     skipped: list = []
-    if args.files:  # streamed: read, predicted and written batch by batch
+    positions: dict = {}
+    if fabric is not None:  # this process's share of the batches, not even parsed by the others
+        from matgl_cgat._parts import takes
+
+        items = iter_structure_files(args.files, args.on_error, skipped, positions=positions,
+                                     select=takes(fabric.global_rank, fabric.world_size, args.batch_size))
+    elif args.files:  # streamed: read, predicted and written batch by batch
         items = iter_structure_files(args.files, args.on_error, skipped)
     else:
         items = ((sid, s, {}) for sid, s in example_structures().items())
@@ -138,6 +158,9 @@ def _predict(args: argparse.Namespace) -> int:
                   potential_on_error=None if args.model else "skip", batch_size=args.batch_size,
                   workers=parallel.workers)
     bar = _progress_bar(args.quiet or not args.files, "predict")
+    if fabric is not None:
+        return _predict_part(args, fabric, models, names, items, positions, stream, bar, skipped,
+                             table_columns(models, labelled, references is not None))
     if args.out:
         table = StreamingTable(args.out, table_columns(models, labelled, references is not None),
                                signature={"models": names, "fidelity": args.fidelity,
@@ -174,6 +197,36 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_part(args, fabric, models, names, items, positions, stream, bar, skipped, columns) -> int:
+    """One process's part of a screen over several (:mod:`matgl_cgat._parts`); rank 0 merges."""
+    from matgl_cgat._parts import merge_parts, part_path, part_rows
+    from matgl_cgat._table_out import StreamingTable
+    from matgl_cgat.predict import flat_row, json_row, predict_rows, units_of
+
+    rank, world = fabric.global_rank, fabric.world_size
+    signature = {"models": names, "fidelity": args.fidelity, "inputs": [str(Path(f).absolute()) for f in args.files],
+                 "batch_size": args.batch_size}
+    for model in models.values():
+        getattr(model, "model", model).to(fabric.device)
+    part = part_path(args.out, rank, world)
+    if not part.is_file():  # finished earlier, before an interrupted merge: nothing left to predict
+        table = StreamingTable(part, ["id"], {**signature, "part": [rank, world]})
+        todo = (item for item in items if item[0] not in table.done)
+        for rows in predict_rows(models, todo, progress=bar.update, device=fabric.device, **stream):
+            table.write([], part_rows(rows, positions, lambda r: flat_row(r, models), lambda r: json_row(r, models)))
+        table.finish({})
+    bar.close()
+    for where, why in skipped:
+        print(f"mgl-cgat: rank {rank}: skipped {where}: {why}", file=sys.stderr)
+    fabric.barrier()
+    if rank == 0:
+        written = merge_parts(args.out, world, columns, signature, {n: units_of(m) for n, m in models.items()},
+                              args.overwrite)
+        print(f"wrote {written} predictions to {args.out} (merged from {world} processes)")
+    fabric.barrier()
+    return 0
+
+
 def _parallelism(threads: int | None, workers: int | None, files: bool, quiet: bool):
     """Torch threads and conversion processes: as asked, else chosen from the cores free now
     (:func:`matgl_cgat._parallel.choose_parallelism`); one thread and no process for the built-in
@@ -182,8 +235,10 @@ def _parallelism(threads: int | None, workers: int | None, files: bool, quiet: b
 
     from matgl_cgat._parallel import Parallelism, choose_parallelism
 
-    chosen = choose_parallelism() if files and (threads is None or workers is None) else Parallelism(1, 0, 0.0)
-    chosen = Parallelism(threads or chosen.threads, chosen.workers if workers is None else workers, chosen.free_cores)
+    chosen = choose_parallelism() if files and (threads is None or workers is None) else Parallelism(1, 0, None)
+    asked = threads is not None and workers is not None
+    chosen = Parallelism(threads or chosen.threads, chosen.workers if workers is None else workers,
+                         None if asked else chosen.free_cores)
     torch.set_num_threads(chosen.threads)
     if files and not quiet:
         print(f"mgl-cgat: predicting with {chosen.describe()}", file=sys.stderr)
@@ -704,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_count(1024), default=None, help="processes that convert structures while "
                    "the networks run (default: chosen with --threads from the cores free now)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--accelerator", default=None, help="with several processes: Lightning accelerator (cpu, gpu, "
+                   "auto; default cpu)")
+    p.add_argument("--devices", default=None, help="processes (CPU) or GPUs per node for a screen over several "
+                   "processes: each writes a part of --out, merged in input order")
+    p.add_argument("--num-nodes", type=_positive_int(100_000), default=None, help="machines (e.g. under SLURM)")
+    p.add_argument("--strategy", default=None, help="Lightning strategy (default: auto, ddp for several processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

@@ -38,8 +38,8 @@ def read_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
 RECORD_FILES = (".jsonl", ".jsonl.gz", ".json.bz2")
 
 
-def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
-                         skipped: list | None = None) -> Iterator[tuple[str, object, dict]]:
+def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise", skipped: list | None = None,
+                         select=None, positions: dict | None = None) -> Iterator[tuple[str, object, dict]]:
     """``(id, structure, labels)`` one at a time from structure files, in input order.
 
     Reads CIF, POSCAR/CONTCAR/.vasp, (ext)XYZ, JSON (a pymatgen structure dict, a list of them, or
@@ -53,6 +53,11 @@ def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
         on_error: "raise" (default): :class:`DataError` naming the file (and record) for the first
             unreadable one; "skip": leave it out and append ``(where, reason)`` to ``skipped``.
 
+        select: a function of a record's position in the whole input (0, 1, ...) saying whether to
+            read it; records not selected are not even parsed (how each process of a screen over
+            several takes its share).
+        positions: filled with ``{id: position}`` of what is yielded (to merge parts in input order).
+
     Raises:
         DataError: always for an id seen twice, within one file as across files: rows of a screening
             table are keyed by id, and a repeated id would silently stand for two crystals.
@@ -60,6 +65,7 @@ def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     seen: dict[str, str] = {}
+    counter = _Selector(select)
 
     def fail(where: str, exc: Exception) -> None:
         error = exc if isinstance(exc, DataError) else DataError(
@@ -72,12 +78,14 @@ def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
     for raw in paths:
         path = Path(raw)
         try:
-            records = _records_of(path, fail)
+            records = _records_of(path, fail, counter)
             for key, structure, labels, where in records:
                 if key in seen:
                     raise DataError(f"{where}: duplicate structure id {key!r} (first at {seen[key]}); ids key the "
                                     "rows of the table, so each must name one crystal")
                 seen[key] = where
+                if positions is not None:
+                    positions[key] = counter.position
                 yield key, structure, labels
         except DataError as exc:
             if "duplicate structure id" in str(exc):
@@ -88,7 +96,18 @@ def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
             fail(str(path), exc)
 
 
-def _records_of(path: Path, fail) -> Iterator[tuple[str, object, dict, str]]:
+class _Selector:
+    """Counts records across every input and says which to read (see ``select``)."""
+
+    def __init__(self, select):
+        self.select, self.position = select, -1
+
+    def take(self) -> bool:
+        self.position += 1
+        return self.select is None or bool(self.select(self.position))
+
+
+def _records_of(path: Path, fail, counter: _Selector) -> Iterator[tuple[str, object, dict, str]]:
     """``(id, structure, labels, where)`` of one file or folder; per-record faults of record files go to
     ``fail`` (which raises or records a skip), whole-file faults are raised."""
     from pymatgen.core import Structure
@@ -98,6 +117,8 @@ def _records_of(path: Path, fail) -> Iterator[tuple[str, object, dict, str]]:
         if not files:
             raise DataError(f"{path}: a folder to predict must hold .cif files")
         for f in files:
+            if not counter.take():
+                continue
             try:
                 yield f.stem, Structure.from_file(f), {}, str(f)
             except Exception as exc:  # noqa: BLE001 - pymatgen's CIF parser raises many types
@@ -109,34 +130,39 @@ def _records_of(path: Path, fail) -> Iterator[tuple[str, object, dict, str]]:
         raise DataError(f"{path}: not a regular file")
     name = path.name.lower()
     if name.endswith(RECORD_FILES):
-        yield from _record_file(path, fail)
+        yield from _record_file(path, fail, counter)
     elif name.endswith((".xyz", ".extxyz")):
         from ase.io import iread
 
         for i, atoms in enumerate(iread(str(path), index=":")):  # Atoms kept: their pbc is a domain flag
-            yield str(atoms.info.get("id", f"{path.stem}:{i}")), atoms, {}, f"{path}, frame {i}"
+            if counter.take():
+                yield str(atoms.info.get("id", f"{path.stem}:{i}")), atoms, {}, f"{path}, frame {i}"
     elif name.endswith(".json"):
         doc = json.loads(path.read_text())
         if isinstance(doc, dict) and "entries" in doc:  # Alexandria's layout, uncompressed
-            yield from _record_file(path, fail)
+            yield from _record_file(path, fail, counter)
             return
         docs = doc if isinstance(doc, list) else [doc]
         for i, d in enumerate(docs):
+            if not counter.take():
+                continue
             sd = d.get("structure", d) if isinstance(d, dict) else d
             rid = (d.get("mat_id") or d.get("id")) if isinstance(d, dict) and "structure" in d else None
             key = str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}"))
             yield key, Structure.from_dict(sd), {}, f"{path}, item {i}"
-    else:  # CIF, POSCAR, CONTCAR, *.vasp and anything pymatgen recognises
+    elif counter.take():  # CIF, POSCAR, CONTCAR, *.vasp and anything pymatgen recognises
         yield (path.stem if path.suffix else path.name), Structure.from_file(path), {}, str(path)
 
 
-def _record_file(path: Path, fail) -> Iterator[tuple[str, object, dict, str]]:
+def _record_file(path: Path, fail, counter: _Selector) -> Iterator[tuple[str, object, dict, str]]:
     """Records of a JSON-lines or Alexandria file, read as ``load_dataset`` reads them, with no label
     required; numbers beside the structure are kept as labels."""
     from matgl_cgat.data._sources import ReadSpec, detect_format, iter_items, materialise
 
     spec = ReadSpec(())
     for item in iter_items(path, detect_format(path)):
+        if not counter.take():  # another process's share: not parsed here
+            continue
         try:
             rid, structure, _ = materialise(item, spec)
         except DataError as exc:
@@ -258,7 +284,7 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
 def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], references: dict | None = None,
                  on_error: str = "raise", skipped: list | None = None, potential=None,
                  potential_on_error: str | None = None, batch_size: int = BATCH_SIZE,
-                 progress=None, workers: int = 0) -> Iterator[list[dict]]:
+                 progress=None, workers: int = 0, device=None) -> Iterator[list[dict]]:
     """:func:`predict_all` for a stream: ``(id, structure, labels)`` items in (as
     :func:`iter_structure_files` gives them), lists of rows out, one list per batch, in input order.
 
@@ -276,15 +302,26 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
+    import torch
+
+    from matgl_cgat.domain import TrainingDomain
+
     keys = {name: _converter_key(model) for name, model in models.items()}
     converters = {keys[name]: model.graph_converter() for name, model in models.items()}
-    jobs = ((converters, chunk, on_error) for chunk in _chunks(items, batch_size))
+    domains = {name: TrainingDomain.of_model(model) for name, model in models.items()}
+    keep = any(_anchored(m) for m in models.values())  # a Δ-model's potential reads the input objects
+    jobs = ((converters, chunk, on_error, domains, keep) for chunk in _chunks(items, batch_size))
     if workers:
         import multiprocessing as mp
 
         context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         pool = context.Pool(workers, initializer=_one_thread)
-        prepared = _ahead(pool, jobs, 2 * workers)
+        if torch.get_num_threads() > 1:
+            # the networks use every core: the processes convert a batch between them while the networks
+            # wait, then the networks run alone (overlapping the two, threads wait on busy cores)
+            prepared = (sub for job in jobs for sub in pool.map(_prepare_batch, _split(job, workers)))
+        else:  # one thread: the processes convert the next batches while this one runs the networks
+            prepared = _ahead(pool, jobs, 2 * workers)
     else:
         pool, prepared = None, map(_prepare_batch, jobs)
     try:
@@ -293,7 +330,7 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
                 raise batch.error
             if skipped is not None:
                 skipped.extend(batch.skipped)
-            rows = _answer_batch(models, keys, batch, references, on_error, potential, potential_on_error)
+            rows = _answer_batch(models, keys, batch, references, on_error, potential, potential_on_error, device)
             if progress is not None:
                 progress(batch.size)
             yield rows
@@ -314,6 +351,12 @@ def _ahead(pool, jobs: Iterator, depth: int) -> Iterator[PreparedBatch]:
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+def _split(job, parts: int) -> list:
+    converters, items, on_error, domains, keep = job
+    size = max(1, -(-len(items) // parts))
+    return [(converters, items[i : i + size], on_error, domains, keep) for i in range(0, len(items), size)]
 
 
 def _one_thread() -> None:
@@ -343,19 +386,20 @@ class PreparedBatch:
 
     size: int  # structures read, kept or skipped
     rows: list[dict] = field(default_factory=list)  # {"id", "formula"} of the kept ones
-    originals: list = field(default_factory=list)  # their input objects (a Δ-model's potential reads these)
-    geometries: list = field(default_factory=list)  # :class:`~matgl_cgat.domain.Geometry` per kept one
+    originals: list = field(default_factory=list)  # their input objects, kept where a Δ-model's potential reads them
+    flags: list[dict] = field(default_factory=list)  # {model name: DomainFlags} per kept one
     labels: list[dict] = field(default_factory=list)  # reference values the input carries
-    graphs: dict = field(default_factory=dict)  # converter key -> batched graph
+    graphs: dict = field(default_factory=dict)  # converter key -> the kept ones' graphs, batched (one
+    # object to send back from a worker: pickling a list of graphs costs more than converting them)
     skipped: list = field(default_factory=list)
     error: Exception | None = None  # with on_error="raise": the first bad structure's error
 
 
 def _prepare_batch(job) -> PreparedBatch:
-    from matgl_cgat.domain import formula_of, inspect_structure
+    from matgl_cgat.domain import domain_flags, formula_of, inspect_structure
     from matgl_cgat.graph import batch_graphs
 
-    converters, items, on_error = job
+    converters, items, on_error, domains, keep = job
     out = PreparedBatch(len(items))
     graphs: dict = {key: [] for key in converters}
     for sid, s, labels in items:  # what can be wrong with the input: checked once per structure
@@ -379,8 +423,8 @@ def _prepare_batch(job) -> PreparedBatch:
         for key, g in converted.items():
             graphs[key].append(g)
         out.rows.append({"id": sid, "formula": formula_of(s)})
-        out.originals.append(s)
-        out.geometries.append(geometry)
+        out.originals.append(s if keep else None)
+        out.flags.append({name: domain_flags(geometry, d) for name, d in domains.items()})
         out.labels.append(labels or {})
     if out.rows:
         out.graphs = {key: batch_graphs(gs) for key, gs in graphs.items()}
@@ -388,27 +432,29 @@ def _prepare_batch(job) -> PreparedBatch:
 
 
 def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on_error, potential,
-                  potential_on_error) -> list[dict]:
+                  potential_on_error, device=None) -> list[dict]:
     import torch
-
-    from matgl_cgat.domain import TrainingDomain, domain_flags
 
     rows = batch.rows
     if not rows:
         return rows
+    graphs = batch.graphs
+    if device is not None and str(device) != "cpu":
+        graphs = {key: g.to(device) for key, g in graphs.items()}
     kept = {row["id"]: s for row, s in zip(rows, batch.originals)}
     baselines = _anchor_values(models, kept, potential_on_error or on_error, potential)
     for name, model in models.items():  # a failing model is the model's error, never a skipped input
         model.eval()
         with torch.no_grad():
-            answers = model.answers(batch.graphs[keys[name]])
+            answers = model.answers(graphs[keys[name]])
+        answers = type(answers)(*(None if t is None else t.cpu() for t in
+                                  (answers.value, answers.sigma, answers.metal, answers.metal_probability)))
         if answers.value.shape[1] != 1:  # a column per crystal is all a table has room for
             raise ValueError(f"model {name}: {answers.value.shape[1]} outputs per crystal, where a table holds one "
                              "value per model (multi-fidelity models are shown one column per fidelity; "
                              "a multi-output model only element by element in Python)")
-        domain = TrainingDomain.of_model(model)
         prop = property_of(model)
-        for i, (row, geometry) in enumerate(zip(rows, batch.geometries)):
+        for i, (row, flags) in enumerate(zip(rows, batch.flags)):
             sid = row["id"]
             why_not = baselines[name][1].get(sid) if name in baselines else None
             if why_not:  # a Δ-model whose potential cannot take this input: its value alone stays empty,
@@ -421,7 +467,7 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
                     row[f"{name} metal"] = MetalDecision(bool(answers.metal[i, 0]), float(answers.metal_probability[i, 0]),
                                                          float(getattr(model, "metal_below", 0.1)))
                 row[name] = float(answers.value[i, 0]) + (baselines[name][0][sid] if name in baselines else 0.0)
-            row[f"{name} flags"] = domain_flags(geometry, domain)
+            row[f"{name} flags"] = flags[name]
             if references is not None or batch.labels[i]:
                 own = batch.labels[i].get(prop, "") if prop else ""
                 row[f"{name} label"] = own if own != "" else (references or {}).get(sid, {}).get(prop, "")

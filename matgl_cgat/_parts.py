@@ -1,0 +1,75 @@
+"""A screen over several processes, GPUs or nodes: each writes its own part, rank 0 merges them in order.
+
+Processes are started and connected by Lightning's Fabric, the launcher under the training engine
+(``--devices``, ``--num-nodes``, ``--strategy``, ``--accelerator``; under SLURM it reads the job's
+ranks itself). Process ``r`` of ``W`` takes the batches ``r, r + W, r + 2W, ...`` of the input and does
+not even parse the others' records; it appends its rows, each with its position in the input, to
+``<out>.part<r>of<W>.jsonl`` (resumable like any table, see :mod:`matgl_cgat._table_out`). When every
+part is done, rank 0 merges them by position into ``<out>``, so the table is the one a single
+process writes, row for row, and removes the parts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from matgl_cgat._table_out import StreamingTable
+
+
+def launch(accelerator: str | None, devices, num_nodes: int | None, strategy: str | None):
+    """Start (or join) the processes of a screen and return Lightning's ``Fabric`` for them."""
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(accelerator=accelerator or "cpu", devices=devices or 1, num_nodes=num_nodes or 1,
+                    strategy=strategy or "auto")
+    fabric.launch()
+    return fabric
+
+
+def takes(rank: int, world: int, batch_size: int):
+    """Which input positions process ``rank`` of ``world`` predicts: whole batches, in turn."""
+    return lambda position: (position // batch_size) % world == rank
+
+
+def part_path(out: Path, rank: int, world: int) -> Path:
+    return out.with_name(f"{out.name}.part{rank}of{world}.jsonl")
+
+
+def part_rows(rows: list[dict], positions: dict, flat, nested) -> list[dict]:
+    """Rows of a part: the position in the input (to merge by), then the table's two forms of the row."""
+    return [{"id": r["id"], "position": positions.pop(r["id"]), "flat": flat(r), "json": nested(r)} for r in rows]
+
+
+def _read_part(path: Path) -> Iterator[dict]:
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def merge_parts(out: Path, world: int, columns: list[str], signature: dict, units: dict, overwrite: bool,
+                chunk: int = 1000) -> int:
+    """Merge the ``world`` finished parts into ``out`` by input position; returns the row count."""
+    parts = [part_path(out, r, world) for r in range(world)]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise ValueError(f"--out {out}: the part(s) {missing} are not finished; run the same command again")
+    table = StreamingTable(out, columns, {**signature, "merged_from": world}, overwrite=overwrite)
+    merged = heapq.merge(*(_read_part(p) for p in parts), key=lambda row: row["position"])
+    batch: list[dict] = []
+    for row in merged:
+        if row["id"] in table.done:  # an interrupted merge: what it wrote stays
+            continue
+        batch.append(row)
+        if len(batch) == chunk:
+            table.write([r["flat"] for r in batch], [r["json"] for r in batch])
+            batch = []
+    if batch:
+        table.write([r["flat"] for r in batch], [r["json"] for r in batch])
+    written = table.finish(units)
+    for p in parts:
+        p.unlink()
+    return written
