@@ -413,11 +413,26 @@ def _parts(args: argparse.Namespace, model=None, need: tuple[str, ...] = ("train
     return parts
 
 
-def _train_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
-    from matgl_cgat.training import RECIPES
+class _RecipeNames:
+    """The recipes' names, read only when argparse checks a --recipe or prints help: importing
+    ``matgl_cgat.training`` imports Lightning (2 s), which ``predict`` never needs."""
 
-    p.add_argument("--recipe", default=default_recipe, choices=sorted(RECIPES),
-                   help="named training settings the options below override (default: %(default)s)")
+    def _names(self) -> list[str]:
+        from matgl_cgat.training import RECIPES
+
+        return sorted(RECIPES)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+def _train_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
+    p.add_argument("--recipe", default=default_recipe, choices=_RecipeNames(), metavar="RECIPE",
+                   help="named training settings the options below override (default: %(default)s; an unknown name "
+                   "lists them)")
     p.add_argument("--epochs", type=_positive_int(10**9), default=None, help="epochs (default: the recipe's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate of the triangular cycle "
                    "(default: the recipe's)")

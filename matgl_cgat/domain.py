@@ -33,8 +33,9 @@ from matgl_cgat.graph._checks import check_contacts
 #: Elements in fewer training structures than this are flagged.
 MIN_COUNT = 10
 #: An empty layer at least this thick (Angstrom, measured across the lattice planes) makes a direction
-#: non-periodic for the flags: a slab or monolayer cut from a CIF or POSCAR, not a bulk crystal. Bulk
-#: crystals, layered ones included (graphite 3.4, MoS2's van der Waals gap about 3), stay far below it.
+#: non-periodic for the flags: a slab or monolayer cut from a CIF or POSCAR, not a bulk crystal. A
+#: layered bulk crystal stays below it (graphite's layers are 3.4 apart); of the 35,592 shared MP
+#: structures 20 have such a layer (``benchmarks/vacuum_scan.py`` lists them).
 VACUUM_GAP = 6.0
 
 

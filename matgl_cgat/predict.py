@@ -292,11 +292,12 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
     fill ``<model> label`` where the model's property is among them. ``progress``: called with the
     number of structures of each finished batch (e.g. a tqdm bar's ``update``).
 
-    ``workers``: processes that check and convert the next batches while this one runs the networks
-    (0: all in this process). Converting a crystal to its graph costs more than the network on it, so
-    on a machine with spare cores this is where the time goes; processes, not threads, because each
-    batch is many small operations that threads would spend waiting on each other (and on any core a
-    neighbouring job holds).
+    ``workers``: processes that check and convert structures (0: all in this process). With torch
+    on one thread they convert the next batches while this process runs the networks; with more
+    threads they share each batch between them while the networks wait, then the networks run
+    alone, since threads that wait for a core held by a converting process stall their partners.
+    Processes, not threads, for the conversion: it is many small Python operations. ``device``: where
+    the networks run (the graphs are moved there; the models must be there already).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
