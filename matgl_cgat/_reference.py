@@ -31,13 +31,19 @@ def find_in_data(structures: dict, data_file: str | Path) -> dict[str, dict]:
     found: dict[str, dict] = {}
     opener = gzip.open if str(data_file).endswith(".gz") else open
     with opener(data_file, "rt") as f:
-        for line in f:
+        for lineno, line in enumerate(_lines(f, data_file), start=1):
             candidates = [sid for sid, (_, needles, _, _) in wanted.items()
                           if sid not in found and all(n in line for n in needles)]
             if not candidates:
                 continue
-            record = json.loads(line)
-            species = {sp["element"] for site in record["structure"]["sites"] for sp in site["species"]}
+            try:
+                record = json.loads(line)
+                species = {sp["element"] for site in record["structure"]["sites"] for sp in site["species"]}
+            except (ValueError, KeyError, TypeError) as exc:  # not the JSON-lines layout it claims to be
+                from matgl_cgat.data import DataError
+
+                raise DataError(f"{data_file}, line {lineno}: not a JSON-lines structure record "
+                                f"({type(exc).__name__}: {exc}); --labels takes a file like mp_gap.jsonl.gz") from None
             for sid in candidates:
                 formula, _, count, structure = wanted[sid]
                 if len(species) != count:
@@ -50,3 +56,13 @@ def find_in_data(structures: dict, data_file: str | Path) -> dict[str, dict]:
             if len(found) == len(wanted):
                 break
     return found
+
+
+def _lines(f, data_file):
+    """The file's lines; a file that is not text (a binary or a gzip file without .gz) is a named error."""
+    try:
+        yield from f
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        from matgl_cgat.data import DataError
+
+        raise DataError(f"{data_file}: cannot be read as JSON lines ({type(exc).__name__}: {exc})") from None

@@ -335,3 +335,15 @@ def test_vacuum_is_measured_across_the_planes_not_along_the_axes():
     oblique = Structure(Lattice.from_parameters(3.0, 3.0, 7.0, 90, 45, 90), ["Cu"], [[0, 0, 0]])
     assert vacuum_directions(oblique) == [] and np.isclose(oblique.lattice.volume / (3.0 * 3.0), 7.0 * math.sin(
         math.radians(45)))
+
+
+def test_a_labels_file_that_is_not_json_lines_is_a_named_error(tmp_path, capsys):
+    random_structure(0).to(filename=str(tmp_path / "x.cif"))
+    needles = ", ".join(f'"element": "{e}"' for e in ("Li", "Fe", "O", "P"))  # what the matcher looks for first
+    (tmp_path / "labels.jsonl").write_text(f"structure data {needles}, not JSON\n")
+    model = make_model()
+    model.save(tmp_path / "m", metadata={"units": "eV"})
+    assert main(["predict", str(tmp_path / "x.cif"), "--model", str(tmp_path / "m"), "--labels",
+                 str(tmp_path / "labels.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "labels.jsonl, line 1: not a JSON-lines structure record" in err and "Traceback" not in err
