@@ -62,7 +62,7 @@ def choose_parallelism(free: float | None = None) -> Parallelism:
     cores the extra ones convert structures; that rule was not measured on more cores than two."""
     free = free_cores() if free is None else free
     if free < 1.5:
-        return Parallelism(1, max(1, usable_cores()), free)
+        return Parallelism(1, max(1, min(usable_cores(), 8)), free)
     if free < 3:
         return Parallelism(2, 0, free)
     return Parallelism(2, min(int(free) - 2, 8), free)

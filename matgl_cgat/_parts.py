@@ -17,15 +17,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from matgl_cgat._table_out import StreamingTable
+from matgl_cgat.predict import DuplicateId
 
 
 def launch(accelerator: str | None, devices, num_nodes: int | None, strategy: str | None):
-    """Start (or join) the processes of a screen and return Lightning's ``Fabric`` for them."""
-    from lightning.fabric import Fabric
+    """Start (or join) the processes of a screen and return Lightning's ``Fabric`` for them.
 
-    fabric = Fabric(accelerator=accelerator or "cpu", devices=devices or 1, num_nodes=num_nodes or 1,
-                    strategy=strategy or "auto")
-    fabric.launch()
+    Several processes talk through DDP with a week's timeout rather than torch's 30 minutes: a process
+    whose part was finished before an interruption waits for the others at the end, however long
+    their share takes. Lightning's complaints about the options become one-line errors."""
+    from datetime import timedelta
+
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    several = (isinstance(devices, int) and devices > 1) or (num_nodes or 1) > 1
+    chosen = DDPStrategy(timeout=timedelta(days=7)) if several and strategy in (None, "auto", "ddp") else (
+        strategy or "auto")
+    try:
+        fabric = Fabric(accelerator=accelerator or "cpu", devices=devices or 1, num_nodes=num_nodes or 1,
+                        strategy=chosen)
+        fabric.launch()
+    except (RuntimeError, TypeError, ValueError) as exc:  # Lightning's MisconfigurationException is a ValueError
+        raise ValueError(f"--accelerator/--devices/--num-nodes/--strategy: {exc}") from None
     return fabric
 
 
@@ -60,7 +74,13 @@ def merge_parts(out: Path, world: int, columns: list[str], signature: dict, unit
     table = StreamingTable(out, columns, {**signature, "merged_from": world}, overwrite=overwrite)
     merged = heapq.merge(*(_read_part(p) for p in parts), key=lambda row: row["position"])
     batch: list[dict] = []
+    seen: dict[str, int] = {}
     for row in merged:
+        # each process checks the ids of its own share; an id in two shares is found only here
+        if row["id"] in seen:
+            raise DuplicateId(f"duplicate structure id {row['id']!r} at input positions {seen[row['id']]} and "
+                              f"{row['position']}; ids key the rows of the table, so each must name one crystal")
+        seen[row["id"]] = row["position"]
         if row["id"] in table.done:  # an interrupted merge: what it wrote stays
             continue
         batch.append(row)
@@ -69,7 +89,19 @@ def merge_parts(out: Path, world: int, columns: list[str], signature: dict, unit
             batch = []
     if batch:
         table.write([r["flat"] for r in batch], [r["json"] for r in batch])
+    if not seen:  # nothing predicted anywhere: no table, as with one process
+        table.discard()
+        for p in parts:
+            p.unlink()
+            signature_path(p).unlink(missing_ok=True)
+        return 0
     written = table.finish(units)
     for p in parts:
         p.unlink()
+        signature_path(p).unlink(missing_ok=True)
     return written
+
+
+def signature_path(part: Path) -> Path:
+    """Beside a finished part: what made it, so a later run merges only its own command's parts."""
+    return part.with_name(part.name + ".json")

@@ -102,7 +102,7 @@ class StreamingTable:
         """Append one batch (flat rows for CSV-stored formats, nested ones for JSON) and flush it to disk."""
         with open(self.partial, "a", newline="") as f:
             if self.store == "csv":
-                writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
+                writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="raise")
                 for row in flat_rows:
                     writer.writerow(row)
                     self.done.add(str(row["id"]))
@@ -112,6 +112,11 @@ class StreamingTable:
                     self.done.add(str(row["id"]))
             f.flush()
             os.fsync(f.fileno())
+
+    def discard(self) -> None:
+        """Remove the partial table (nothing was predicted): no empty table is published."""
+        self.partial.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
 
     def finish(self, units: dict) -> int:
         """Move the finished table to ``path`` (converted for .json and .parquet); returns its row count."""

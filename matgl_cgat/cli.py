@@ -64,13 +64,13 @@ def _model_columns(specs: list[str], models: list) -> list[str]:
 def _predict(args: argparse.Namespace) -> int:
     from matgl_cgat.predict import (
         MEASURED_FILES,
-        RECORD_FILES,
         by_fidelity,
         example_structures,
         flat_row,
         format_rows,
         iter_structure_files,
         json_row,
+        may_carry_labels,
         predict_rows,
         table_columns,
         units_of,
@@ -152,7 +152,7 @@ def _predict(args: argparse.Namespace) -> int:
                         references[sid].update({k: v for k, v in found.items() if k not in references[sid]})
         elif args.labels != "auto":
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
-    labelled = any(str(f).lower().endswith(RECORD_FILES) for f in args.files)
+    labelled = may_carry_labels(args.files)
     # a Δ-model the user did not ask for must not stop the demo table: its potential skips what it cannot take
     stream = dict(references=references, on_error=args.on_error, skipped=skipped, potential=args.potential,
                   potential_on_error=None if args.model else "skip", batch_size=args.batch_size,
@@ -176,9 +176,12 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 table.write([], [json_row(r, models) for r in rows])
         bar.close()
-        written = table.finish({n: units_of(m) for n, m in models.items()})
-        if written:
+        if table.done:
+            written = table.finish({n: units_of(m) for n, m in models.items()})
             print(f"wrote {written} predictions to {args.out}")
+        else:  # nothing predicted: no empty table that a rerun would then refuse to overwrite
+            table.discard()
+            written = 0
     else:
         rows = [r for chunk in predict_rows(models, items, progress=bar.update, **stream) for r in chunk]
         bar.close()
@@ -198,33 +201,70 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _predict_part(args, fabric, models, names, items, positions, stream, bar, skipped, columns) -> int:
-    """One process's part of a screen over several (:mod:`matgl_cgat._parts`); rank 0 merges."""
-    from matgl_cgat._parts import merge_parts, part_path, part_rows
+    """One process's part of a screen over several (:mod:`matgl_cgat._parts`); rank 0 merges.
+
+    A process that fails (a bad structure with ``--on-error raise``, a missing potential) does not
+    leave the others waiting: every process reports whether it failed before any waits for the merge,
+    and all end with the one-line error."""
+    import json
+
+    import torch
+
+    from matgl_cgat._parts import merge_parts, part_path, part_rows, signature_path
     from matgl_cgat._table_out import StreamingTable
     from matgl_cgat.predict import flat_row, json_row, predict_rows, units_of
 
     rank, world = fabric.global_rank, fabric.world_size
     signature = {"models": names, "fidelity": args.fidelity, "inputs": [str(Path(f).absolute()) for f in args.files],
-                 "batch_size": args.batch_size}
-    for model in models.values():
-        getattr(model, "model", model).to(fabric.device)
-    part = part_path(args.out, rank, world)
-    if not part.is_file():  # finished earlier, before an interrupted merge: nothing left to predict
-        table = StreamingTable(part, ["id"], {**signature, "part": [rank, world]})
-        todo = (item for item in items if item[0] not in table.done)
-        for rows in predict_rows(models, todo, progress=bar.update, device=fabric.device, **stream):
-            table.write([], part_rows(rows, positions, lambda r: flat_row(r, models), lambda r: json_row(r, models)))
-        table.finish({})
+                 "batch_size": args.batch_size, "columns": columns, "part": [rank, world]}
+    error = None
+    try:
+        for model in models.values():
+            getattr(model, "model", model).to(fabric.device)
+        part = part_path(args.out, rank, world)
+        if part.is_file():  # finished before an interrupted merge: nothing left to predict, if it is ours
+            try:
+                made_by = json.loads(signature_path(part).read_text())
+            except (OSError, ValueError):
+                made_by = None
+            if made_by != json.loads(json.dumps(signature)):
+                raise ValueError(f"{part}: a finished part of another command (other models, inputs or options); "
+                                 "delete it to start afresh")
+        else:
+            table = StreamingTable(part, ["id"], signature)
+            todo = (item for item in items if item[0] not in table.done)
+            for rows in predict_rows(models, todo, progress=bar.update, device=fabric.device, **stream):
+                table.write([], part_rows(rows, positions, lambda r: flat_row(r, models),
+                                          lambda r: json_row(r, models)))
+            table.finish({})
+            signature_path(part).write_text(json.dumps(signature))
+    except Exception as exc:  # noqa: BLE001 - said (or re-raised) below, after the others have heard of it
+        error = exc
     bar.close()
     for where, why in skipped:
         print(f"mgl-cgat: rank {rank}: skipped {where}: {why}", file=sys.stderr)
-    fabric.barrier()
+    failed = fabric.all_reduce(torch.tensor(float(error is not None)), reduce_op="sum")
+    if float(failed) > 0:
+        if error is not None and not isinstance(error, (ValueError, OSError)):
+            raise error  # a fault of the program, not of the input: its traceback
+        if error is not None:
+            print(f"mgl-cgat: error: rank {rank}: {error}", file=sys.stderr)
+        return 2
+    written = 0
     if rank == 0:
-        written = merge_parts(args.out, world, columns, signature, {n: units_of(m) for n, m in models.items()},
-                              args.overwrite)
-        print(f"wrote {written} predictions to {args.out} (merged from {world} processes)")
-    fabric.barrier()
-    return 0
+        try:
+            written = merge_parts(args.out, world, columns, {k: v for k, v in signature.items() if k != "part"},
+                                  {n: units_of(m) for n, m in models.items()}, args.overwrite)
+        except (ValueError, OSError) as exc:
+            error = exc
+        if error is None and written:
+            print(f"wrote {written} predictions to {args.out} (merged from {world} processes)")
+    failed = fabric.all_reduce(torch.tensor(float(error is not None or (rank == 0 and not written))), reduce_op="sum")
+    if error is not None:
+        print(f"mgl-cgat: error: {error}", file=sys.stderr)
+    elif rank == 0 and not written:
+        print("mgl-cgat: error: nothing to predict: every input was skipped", file=sys.stderr)
+    return 2 if float(failed) > 0 else 0
 
 
 def _parallelism(threads: int | None, workers: int | None, files: bool, quiet: bool):
@@ -496,11 +536,11 @@ def _report(trained, metrics: dict | None, out: Path) -> None:
     units = card.get("units", "")
     unit = f" {units}" if units else ""
     training = card.get("training") or {}
-    if training.get("best_epoch") is not None:
+    if training.get("weight_average"):  # saved instead of the best epoch's weights
+        print(f"saved the mean of the weights of epochs {training['weight_average'].get('epochs')}")
+    elif training.get("best_epoch") is not None:
         print(f"best epoch: {training['best_epoch']} (validation MAE {training['best_val_mae']:.4g}{unit}), the "
               "weights saved")
-    elif training.get("weight_average"):
-        print(f"saved the mean of the weights of epochs {training['weight_average'].get('epochs')}")
     shown = []
     for k, v in metrics.items():
         if not isinstance(v, float):

@@ -38,6 +38,12 @@ def read_structure_files(paths: Sequence[str | Path], on_error: str = "raise",
 RECORD_FILES = (".jsonl", ".jsonl.gz", ".json.bz2")
 
 
+def may_carry_labels(paths) -> bool:
+    """Whether any of these inputs can carry reference values beside its structures (JSON lines,
+    Alexandria entries, also uncompressed ``.json``): a streamed table then has label columns."""
+    return any(str(p).lower().endswith((*RECORD_FILES, ".json")) for p in paths)
+
+
 def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise", skipped: list | None = None,
                          select=None, positions: dict | None = None) -> Iterator[tuple[str, object, dict]]:
     """``(id, structure, labels)`` one at a time from structure files, in input order.
@@ -81,19 +87,20 @@ def iter_structure_files(paths: Sequence[str | Path], on_error: str = "raise", s
             records = _records_of(path, fail, counter)
             for key, structure, labels, where in records:
                 if key in seen:
-                    raise DataError(f"{where}: duplicate structure id {key!r} (first at {seen[key]}); ids key the "
-                                    "rows of the table, so each must name one crystal")
+                    raise DuplicateId(f"{where}: duplicate structure id {key!r} (first at {seen[key]}); ids key the "
+                                      "rows of the table, so each must name one crystal")
                 seen[key] = where
                 if positions is not None:
                     positions[key] = counter.position
                 yield key, structure, labels
-        except DataError as exc:
-            if "duplicate structure id" in str(exc):
-                raise
+        except DuplicateId:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the parsers raise many types (pymatgen even warnings)
             fail(str(path), exc)
-        except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError,
-                AttributeError, AssertionError, StopIteration) as exc:  # what the parsers raise for bad files
-            fail(str(path), exc)
+
+
+class DuplicateId(DataError):
+    """An id seen twice in one screen's input: never skipped, whatever ``on_error`` says."""
 
 
 class _Selector:
@@ -146,10 +153,16 @@ def _records_of(path: Path, fail, counter: _Selector) -> Iterator[tuple[str, obj
         for i, d in enumerate(docs):
             if not counter.take():
                 continue
-            sd = d.get("structure", d) if isinstance(d, dict) else d
-            rid = (d.get("mat_id") or d.get("id")) if isinstance(d, dict) and "structure" in d else None
-            key = str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}"))
-            yield key, Structure.from_dict(sd), {}, f"{path}, item {i}"
+            try:  # one bad item is that item's fault: the others are still read (and counted alike in
+                # every process of a screen over several)
+                sd = d.get("structure", d) if isinstance(d, dict) else d
+                rid = (d.get("mat_id") or d.get("id")) if isinstance(d, dict) and "structure" in d else None
+                key = str(rid or (path.stem if len(docs) == 1 else f"{path.stem}:{i}"))
+                structure = Structure.from_dict(sd)
+            except Exception as exc:  # noqa: BLE001 - pymatgen raises many types for malformed dicts
+                fail(f"{path}, item {i}", exc)
+                continue
+            yield key, structure, {}, f"{path}, item {i}"
     elif counter.take():  # CIF, POSCAR, CONTCAR, *.vasp and anything pymatgen recognises
         yield (path.stem if path.suffix else path.name), Structure.from_file(path), {}, str(path)
 
@@ -643,7 +656,7 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
 
     headers = ["structure", "formula"] + [f"{n} ({units_of(m)})" for n, m in models.items()] + ["domain flags"]
     table = [[r["id"], r["formula"]] + [cell(r, n) for n in models] + [domain(r)] for r in rows]
-    if labelled:
+    if any("reference_id" in r for r in rows):
         headers.append("in mp_gap")
         table = [line + [r.get("reference_id", "") or "-"] for line, r in zip(table, rows)]
     if any(r.get("measured") for r in rows):
@@ -659,9 +672,11 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
         below = " / ".join(sorted({f"{d.below:g}" for d in gated}))
         lines.append(f"(metal p: the model's metal gate calls the crystal a metal (gap below {below} eV) with "
                      "probability p; its threshold was placed on validation; the card gives both error rates)")
-    if labelled:
+    if labelled and any("reference_id" in r for r in rows):
         lines.append("(in brackets: the reference value of the model's own property for the same crystal in the shared "
                      "mp_gap data (DFT; measured for the Exp- models), matched with pymatgen's StructureMatcher)")
+    elif labelled:
+        lines.append("(in brackets: the value of the model's own property that the input record carries)")
     if any(r.get("measured") for r in rows):
         lines.append("(measured: the experimental band gap (exp_gap.jsonl.gz) and formation enthalpy (hifi_eform.jsonl.gz) "
                      "of the same crystal where the shared data has one)")
@@ -710,11 +725,13 @@ def predict_table(models, source, *, on_error: str = "raise", batch_size: int = 
     skipped: list = []
     if isinstance(source, dict):
         items, labelled = ((str(k), s, {}) for k, s in source.items()), False
+    elif hasattr(source, "lattice") or hasattr(source, "get_cell"):  # one Structure or Atoms
+        items, labelled = iter([("0", source, {})]), False
     elif isinstance(source, (str, Path)):
-        items, labelled = iter_structure_files([source], on_error, skipped), str(source).lower().endswith(RECORD_FILES)
-    elif source and all(isinstance(x, (str, Path)) for x in source):
+        items, labelled = iter_structure_files([source], on_error, skipped), may_carry_labels([source])
+    elif (source := list(source)) and all(isinstance(x, (str, Path)) for x in source):  # a generator is read once
         items = iter_structure_files(list(source), on_error, skipped)
-        labelled = any(str(x).lower().endswith(RECORD_FILES) for x in source)
+        labelled = may_carry_labels(source)
     else:
         items, labelled = ((str(i), s, {}) for i, s in enumerate(source)), False
     chosen = choose_parallelism() if workers is None or threads is None else None

@@ -347,3 +347,43 @@ def test_a_labels_file_that_is_not_json_lines_is_a_named_error(tmp_path, capsys)
                  str(tmp_path / "labels.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "labels.jsonl, line 1: not a JSON-lines structure record" in err and "Traceback" not in err
+
+
+def test_alexandria_entries_stream_with_their_values_as_labels(tmp_path):
+    model = make_model()
+    model.save(tmp_path / "m", metadata={"property": "e_form", "units": "eV/atom"})
+    entries = [{"structure": random_structure(i).as_dict(), "energy": -1.0, "data": {"mat_id": f"agm{i}", "e_form": -0.5 * i}}
+               for i in range(2)]
+    (tmp_path / "alex.json").write_text(json.dumps({"entries": entries}))
+    assert main(["predict", str(tmp_path / "alex.json"), "--model", str(tmp_path / "m"), "--out",
+                 str(tmp_path / "p.csv"), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert [r["id"] for r in rows] == ["agm0", "agm1"] and [float(r["m label (eV/atom)"]) for r in rows] == [0.0, -0.5]
+
+
+def test_one_bad_item_of_a_json_list_is_skipped_alone(tmp_path):
+    from matgl_cgat.predict import read_structure_files
+
+    good = random_structure(0).as_dict()
+    (tmp_path / "list.json").write_text(json.dumps([good, good, {"bad": 1}, good]))
+    skipped: list = []
+    read = read_structure_files([tmp_path / "list.json"], on_error="skip", skipped=skipped)
+    assert list(read) == ["list:0", "list:1", "list:3"]
+    assert len(skipped) == 1 and skipped[0][0].endswith("list.json, item 2")
+
+
+def test_an_id_in_two_processes_shares_is_an_error_and_no_table(tmp_path):
+    import subprocess
+    import sys
+
+    model = make_model()
+    model.save(tmp_path / "m", metadata={"units": "eV"})
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        random_structure(0).to(filename=str(tmp_path / folder / "x.cif"))
+    run = subprocess.run([sys.executable, "-m", "matgl_cgat.cli", "predict", str(tmp_path / "a" / "x.cif"),
+                          str(tmp_path / "b" / "x.cif"), "--model", str(tmp_path / "m"), "--batch-size", "1",
+                          "--quiet", "--threads", "1", "--workers", "0", "--devices", "2", "--out",
+                          str(tmp_path / "t.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "duplicate structure id 'x' at input positions 0 and 1" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "t.csv").exists()
