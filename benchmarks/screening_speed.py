@@ -8,10 +8,12 @@ Measures, on the same structures (the first N records of a JSON-lines file) and 
     and writing included), parallelism chosen; and the CLI at fixed --threads/--workers settings, to
     find the best one on this machine.
 Then the same with one busy process (a pure-Python loop) on one core. Values: the CLI's column
-against ``predict_dataset``'s, largest absolute difference.
+against ``predict_dataset``'s, largest absolute difference. Last, idle, the first ``--n-large``
+records by the Python route and the CLI as chosen: the CLI's start-up (imports, model loading) is a
+fixed cost, so its share falls as the screen grows; and the start-up itself (the CLI on one crystal).
 
     python benchmarks/screening_speed.py --data ../shared/data/mp_gap/mp_gap.jsonl.gz --n 2000 \
-        --model CGAT-PBE-BandGap --out benchmarks/screening_speed.json
+        --n-large 10000 --model CGAT-PBE-BandGap --out benchmarks/screening_speed.json
 """
 
 from __future__ import annotations
@@ -98,14 +100,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/mp_gap/mp_gap.jsonl.gz")
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n-large", type=int, default=10000)
     ap.add_argument("--model", default="CGAT-PBE-BandGap")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/screening_speed.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "screen.jsonl.gz"
-        with gzip.open(args.data, "rt") as src, gzip.open(path, "wt") as dst:
-            for line in itertools.islice(src, args.n):
-                dst.write(line)
+        path, large, one = (Path(folder) / f"{n}.jsonl.gz" for n in (args.n, args.n_large, 1))
+        for target, n in ((path, args.n), (large, args.n_large), (one, 1)):
+            with gzip.open(args.data, "rt") as src, gzip.open(target, "wt") as dst:
+                for line in itertools.islice(src, n):
+                    dst.write(line)
         _, reference = python_dataset(path, args.model)
         _, shown = cli(path, args.model, [])
         worst = max(abs(reference[k] - shown[k]) for k in reference)
@@ -117,6 +121,12 @@ def main() -> None:
             busy = measure(path, args.model, "busy")
         finally:
             busy_proc.kill()
+        time.sleep(1)
+        start_up = min(cli(one, args.model, [])[0] for _ in range(3))
+        n_large = sum(1 for _ in gzip.open(large, "rt"))
+        at_large = {"python-dataset": n_large / in_process("python_dataset", large, args.model),
+                    "cli (chosen)": n_large / cli(large, args.model, [])[0]}
+        print(f"idle, {n_large}: {at_large}; CLI start-up (one crystal, best of 3) {start_up:.2f} s", flush=True)
     fixed = lambda rows: max(v for k, v in rows.items() if k.startswith("cli --"))  # noqa: E731
     summary = {
         "n": args.n, "model": args.model, "cores": os.cpu_count(), "largest_abs_difference": worst,
@@ -124,6 +134,8 @@ def main() -> None:
         "idle_cli_over_python_dataset": idle["cli (chosen)"] / idle["python-dataset"],
         "busy_cli_over_best_fixed_setting": busy["cli (chosen)"] / fixed(busy),
         "idle_cli_over_best_fixed_setting": idle["cli (chosen)"] / fixed(idle),
+        "cli_start_up_s": start_up, "n_large": n_large, "idle_large": at_large,
+        "idle_large_cli_over_python_dataset": at_large["cli (chosen)"] / at_large["python-dataset"],
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.write_text(json.dumps(summary, indent=1) + "\n")

@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--model-only", action="store_true", help="measure only the model-only throughput")
     parser.add_argument("--allocator", default="keep", choices=["keep", "system"],
-                        help="glibc allocator setting (see matgl_cgat/training/_allocator.py)")
+                        help="glibc allocator setting (see matgl_cgat/_allocator.py)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -117,7 +117,7 @@ def main() -> int:
     batches = [collate_graphs([train[i] for i in order[s : s + config.batch_size]], ("e_form_pbe",))
                for s in range(0, len(order), config.batch_size)]
     if args.allocator == "keep":
-        from matgl_cgat.training._allocator import keep_freed_memory
+        from matgl_cgat._allocator import keep_freed_memory
 
         keep_freed_memory()
     model_rate = model_only(model, batches, config)

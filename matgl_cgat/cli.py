@@ -126,9 +126,9 @@ def _predict(args: argparse.Namespace) -> int:
         from matgl_cgat._parts import takes
 
         items = iter_structure_files(args.files, args.on_error, skipped, positions=positions,
-                                     select=takes(fabric.global_rank, fabric.world_size, args.batch_size))
+                                     select=takes(fabric.global_rank, fabric.world_size, args.batch_size), parse=False)
     elif args.files:  # streamed: read, predicted and written batch by batch
-        items = iter_structure_files(args.files, args.on_error, skipped)
+        items = iter_structure_files(args.files, args.on_error, skipped, parse=False)
     else:
         items = ((sid, s, {}) for sid, s in example_structures().items())
     references = None
@@ -432,7 +432,8 @@ def _data_args(p: argparse.ArgumentParser, target_required: bool = True) -> None
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "matgl_cgat" / "graphs"),
                    help="graph cache folder, keyed by data and converter settings (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive_int(1024), default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_positive_int(1024), default=None, help="torch CPU threads (default: one per core free at the start: a thread waiting for "
+                   "a core another job holds stalls the others)")
 
 
 def _parts(args: argparse.Namespace, model=None, need: tuple[str, ...] = ("train",)):
@@ -440,10 +441,14 @@ def _parts(args: argparse.Namespace, model=None, need: tuple[str, ...] = ("train
     before any training, with every part's size in the message)."""
     from matgl_cgat.data import prepare_splits
 
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    if args.threads is None:  # a thread that waits for a core another job holds stalls the others
+        from matgl_cgat._parallel import training_threads
+
+        args.threads = training_threads()
+        print(f"torch threads: {args.threads} (from the cores free now; --threads to choose)")
+    torch.set_num_threads(args.threads)
     converter = model.graph_converter() if model is not None and hasattr(model, "graph_converter") else None
     parts = prepare_splits(args.target, args.data, splits=args.splits, split_key=args.split_key, seed=args.seed,
                            max_train=args.max_train, cache_dir=args.cache, converter=converter, need=need)

@@ -328,6 +328,13 @@ def test_parallelism_follows_the_free_cores():
     assert 0.0 <= free_cores(0.05) <= len(__import__("os").sched_getaffinity(0))
 
 
+def test_training_takes_one_thread_per_free_core(monkeypatch):
+    from matgl_cgat import _parallel
+
+    monkeypatch.setattr(_parallel, "usable_cores", lambda: 2)
+    assert [_parallel.training_threads(f) for f in (0.0, 0.4, 1.2, 1.6, 2.0, 7.0)] == [1, 1, 1, 2, 2, 2]
+
+
 def test_vacuum_is_measured_across_the_planes_not_along_the_axes():
     from matgl_cgat.domain import vacuum_directions
 
@@ -387,3 +394,32 @@ def test_an_id_in_two_processes_shares_is_an_error_and_no_table(tmp_path):
                           str(tmp_path / "t.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "duplicate structure id 'x' at input positions 0 and 1" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "t.csv").exists()
+
+
+def test_the_kept_memory_allocator_can_be_switched_off_for_every_network(monkeypatch):
+    import sys
+
+    from matgl_cgat import _allocator
+
+    monkeypatch.setattr(_allocator, "_applied", False)
+    monkeypatch.setenv("MGL_CGAT_ALLOCATOR", "system")
+    assert _allocator.keep_freed_memory() is False and _allocator._applied is False
+    monkeypatch.delenv("MGL_CGAT_ALLOCATOR")
+    assert _allocator.keep_freed_memory() is sys.platform.startswith("linux")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_broken_structure_parsed_in_a_worker_is_named_by_file_line_and_id(tmp_path, workers):
+    from matgl_cgat.predict import predict_table
+
+    model = _gated_model()
+    path = tmp_path / "x.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps({"mat_id": "good", "structure": random_structure(0).as_dict()}) + "\n")
+        f.write(json.dumps({"mat_id": "bad", "structure": {"lattice": "not a lattice", "sites": []}}) + "\n")
+    table = predict_table({"m": model}, path, on_error="skip", workers=workers, threads=1)
+    assert list(table["id"]) == ["good"]
+    [(where, why)] = table.attrs["skipped"]
+    assert where == "bad" and "line 2 (bad)" in why and "cannot parse the structure" in why
+    with pytest.raises(DataError, match=r"x\.jsonl\.gz.*line 2.*bad.*cannot parse the structure"):
+        predict_table({"m": model}, path, workers=workers, threads=1)

@@ -349,21 +349,13 @@ def materialise(item: Item, spec: ReadSpec):
 
     where = item.location
     if item.kind == "json":
-        try:
-            record = json.loads(item.payload)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        rid = record.get(spec.id_key)
-        if rid is None:
-            raise DataError(f"{where}: no {spec.id_key!r} field")
+        rid, record = json_record(item, spec)
         values = {t: _label(record.get(t)) for t in spec.targets}
-        _finish_labels(str(rid), values, spec)
+        _finish_labels(rid, values, spec)
         if spec.structure_key not in record:
             raise DataError(f"{where} ({rid}): no {spec.structure_key!r} field")
         structure = _structure_from_dict(record[spec.structure_key], f"{where} ({rid})")
-        return str(rid), structure, values
+        return rid, structure, values
     if item.kind == "entry":
         entry = item.payload
         if not isinstance(entry, dict) or "structure" not in entry:
@@ -428,6 +420,21 @@ def materialise(item: Item, spec: ReadSpec):
         _finish_labels(str(rid), values, spec)
         return str(rid), obj, values
     raise DataError(f"{where}: unknown item kind {item.kind!r}")
+
+
+def json_record(item: Item, spec: ReadSpec) -> tuple[str, dict]:
+    """A JSON line's id and record, checked (valid JSON, an object, an id); the structure not parsed."""
+    where = item.location
+    try:
+        record = json.loads(item.payload)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    rid = record.get(spec.id_key)
+    if rid is None:
+        raise DataError(f"{where}: no {spec.id_key!r} field")
+    return str(rid), record
 
 
 def _structure_from_dict(d: Any, where: str):

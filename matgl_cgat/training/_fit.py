@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from ._allocator import keep_freed_memory
+from matgl_cgat._allocator import keep_freed_memory
 from ._callbacks import EpochErrorsBar, GradualUnfreezing, KeepFrozenInEval, StopFile, WeightAveraging
 from ._compile import compiled_for_training
 from ._config import TrainConfig
