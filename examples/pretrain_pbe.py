@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--calibrate-offset", action="store_true",
                         help="after training, shift the output by the constant that minimises the validation MAE "
                              "(with --output-min applied): for Huber/MSE-trained models of piled-up targets")
+    parser.add_argument("--shell-blend", type=float, default=None, metavar="A",
+                        help="edge ranks blend neighbouring shells over A angstrom above the tolerance "
+                             "(issue #36; default: the parent's setting, 0 from scratch)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
     parser.add_argument("--devices", default="auto", help="devices (processes) per node")
@@ -85,10 +88,6 @@ def main() -> None:
     run = args.run or Path("runs") / args.name
     save = args.save or Path("runs/models") / args.name
 
-    ds = load_dataset(Path(data_dir) / "mp_gap.jsonl.gz", args.target, cache_dir=args.graph_cache)
-    print(ds.summary())
-    parts = split_from_file(ds, Path(data_dir) / "splits.json", args.target)
-    print({k: len(parts[k]) for k in ("train", "val", "test")})
     if args.parent:
         import matgl
 
@@ -97,6 +96,13 @@ def main() -> None:
     else:
         torch.manual_seed(args.seed)  # the starting weights follow --seed, so an interrupted run resumes
         model, preset = CGAT.from_preset(args.preset), args.preset
+    if args.shell_blend is not None:  # graphs (and their cache) follow the model's converter
+        model.set_shell_blend(args.shell_blend)
+    ds = load_dataset(Path(data_dir) / "mp_gap.jsonl.gz", args.target, cache_dir=args.graph_cache,
+                      converter=model.graph_converter())
+    print(ds.summary())
+    parts = split_from_file(ds, Path(data_dir) / "splits.json", args.target)
+    print({k: len(parts[k]) for k in ("train", "val", "test")})
     parent_card = model.metadata if args.parent and isinstance(model.metadata, dict) else None
     t0, cpu0 = time.time(), time.process_time()
     trained = model.finetune(parts["train"], parts["val"], policy=args.policy if args.parent else "full", renormalize=True, epochs=args.epochs,

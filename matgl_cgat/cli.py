@@ -141,7 +141,7 @@ def _predict(args: argparse.Namespace) -> int:
             folder = default_data_dir()
             source = folder / "mp_gap.jsonl.gz" if folder is not None else None
         if source is not None and source.is_file():
-            items = list(items)  # matching against a data file needs every structure at once
+            items = _parsed_items(items, args.on_error, skipped)  # matching needs every structure at once
             structures = {sid: s for sid, s, _ in items}
             references = find_in_data(structures, source)
             # measured values (and r2SCAN) of the same crystals, from the files beside it: same MP cells
@@ -265,6 +265,23 @@ def _predict_part(args, fabric, models, names, items, positions, stream, bar, sk
     elif rank == 0 and not written:
         print("mgl-cgat: error: nothing to predict: every input was skipped", file=sys.stderr)
     return 2 if float(failed) > 0 else 0
+
+
+def _parsed_items(items, on_error: str, skipped: list) -> list:
+    """Every item with its structure parsed (JSON lines come unparsed, for the conversion processes);
+    one that cannot be parsed raises, or is skipped with ``--on-error skip``."""
+    from matgl_cgat.data import DataError
+    from matgl_cgat.predict import parsed
+
+    out = []
+    for sid, structure, labels in items:
+        try:
+            out.append((sid, parsed(structure), labels))
+        except DataError as exc:
+            if on_error == "raise":
+                raise
+            skipped.append((sid, str(exc)))
+    return out
 
 
 def _parallelism(threads: int | None, workers: int | None, files: bool, quiet: bool):
@@ -447,7 +464,7 @@ def _parts(args: argparse.Namespace, model=None, need: tuple[str, ...] = ("train
         from matgl_cgat._parallel import training_threads
 
         args.threads = training_threads()
-        print(f"torch threads: {args.threads} (from the cores free now; --threads to choose)")
+        print(f"torch threads: {args.threads} (from the cores free now; --threads to choose)", file=sys.stderr)
     torch.set_num_threads(args.threads)
     converter = model.graph_converter() if model is not None and hasattr(model, "graph_converter") else None
     parts = prepare_splits(args.target, args.data, splits=args.splits, split_key=args.split_key, seed=args.seed,

@@ -100,6 +100,14 @@ def test_predict_shows_reference_labels_of_matching_crystals(tmp_path, saved_mod
     assert "ref-1" not in capsys.readouterr().out
     assert main(["predict", *files, "--model", str(saved_model), "--labels", str(tmp_path / "no.jsonl")]) == 2
     assert "no.jsonl not found" in capsys.readouterr().err
+    # JSON-lines input (its structures are parsed late, in the conversion processes) matched alike
+    screen = tmp_path / "screen.jsonl"
+    screen.write_text("\n".join(json.dumps({"mat_id": k, "structure": s.as_dict()})
+                                for k, s in (("nacl", nacl), ("cu", copper))) + "\n")
+    assert main(["predict", str(screen), "--model", str(saved_model), "--labels", str(data),
+                 "--out", str(tmp_path / "j.csv")]) == 0
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "j.csv"))}
+    assert rows["nacl"]["reference_id"] == "ref-1" and rows["cu"]["reference_id"] == ""
 
 
 def test_default_demo_shows_the_shared_labels(shared_data, capsys):

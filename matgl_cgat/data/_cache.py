@@ -46,7 +46,11 @@ def graphs_to_tensors(graphs: list, lattices: list) -> dict[str, torch.Tensor]:
     from matgl_cgat.graph import graph_fields
 
     fields = [graph_fields(g) for g in graphs]
-    out = {name: torch.cat([f[name] for f in fields]).to(dtype) for name, dtype in _DTYPES.items()}
+    real = {f["rank"].is_floating_point() for f in fields}
+    if len(real) > 1:
+        raise ValueError("a shard mixes integer and blended shell ranks; one converter builds every graph of a cache")
+    dtypes = {**_DTYPES, "rank": torch.float32} if real == {True} else _DTYPES  # blended ranks are real numbers
+    out = {name: torch.cat([f[name] for f in fields]).to(dtype) for name, dtype in dtypes.items()}
     if not torch.equal(out["pbc_offset"].float(), torch.cat([f["pbc_offset"] for f in fields]).float()):
         raise ValueError("periodic offsets of a graph are not whole lattice vectors; the cache stores them as integers")
     out["num_nodes"] = torch.tensor([len(f["node_type"]) for f in fields], dtype=torch.int64)
@@ -66,9 +70,13 @@ def tensors_to_graphs(data: dict[str, torch.Tensor]) -> list:
         n, e = len(nodes), len(edges)
         src = data["src"][edges].long()
         dst = torch.arange(n).repeat_interleave(e // n) if n else torch.zeros(0, dtype=torch.long)
-        graphs.append(make_graph(src, dst, data["node_type"][nodes].long(), data["rank"][edges].long(),
+        graphs.append(make_graph(src, dst, data["node_type"][nodes].long(), _rank(data["rank"][edges]),
                                  data["pbc_offset"][edges].float(), data["frac_coords"][nodes]))
     return graphs
+
+
+def _rank(rank: torch.Tensor) -> torch.Tensor:
+    return rank.float() if rank.is_floating_point() else rank.long()
 
 
 def write_shard(root: Path, index: int, graphs: list, lattices: list, meta: dict) -> None:

@@ -7,6 +7,16 @@ cell gives multi-edges and self-images) and the edge input is the integer rank o
 are therefore invariant to a uniform scaling of the cell (a PBE and a PBEsol geometry of a cubic
 crystal give the same graph), which is why CGAT works on unrelaxed prototypes.
 
+The price of integer ranks is a jump: a distortion far below DFT's geometry error (a 1% strain, atoms
+moved by 0.005 A) that opens a gap just wider than ``tolerance`` between two neighbours adds a shell,
+and every later neighbour's rank moves by one (issue #36). With ``blend`` > 0 a gap ``d`` above the
+tolerance adds ``min(1, (d - tolerance) / blend)`` instead of 1: ranks become real numbers that move
+continuously with the geometry, and equal the integer ranks wherever every gap is either below the
+tolerance or ``blend`` above it (the model embeds a fractional rank by blending the two shells' states).
+What blending does not smooth is the neighbour list: each atom keeps its ``num_neighbors`` nearest,
+ties in the last kept shell broken by element, so a distortion that reorders or splits that shell can
+swap which atoms are kept, in one step, with integer or blended ranks alike.
+
 Unlike the reference implementation (all neighbours within a fixed 18 A, structures with too few
 neighbours silently dropped), the search radius here starts from the density of the cell and grows
 until every site has enough neighbours, so no structure is ever dropped.
@@ -53,6 +63,7 @@ def nearest_neighbor_shells(
     tolerance: float = DEFAULT_TOLERANCE,
     tie_break: np.ndarray | None = None,
     radius_growth: float = 1.3,
+    blend: float = 0.0,
 ) -> NeighborShells:
     """Find the ``num_neighbors`` nearest periodic neighbours of every site and their shell ranks.
 
@@ -69,9 +80,11 @@ def nearest_neighbor_shells(
         tolerance: distances closer than this (A) belong to the same shell.
         tie_break: optional (n,) integer key per site used to order neighbours within a shell.
         radius_growth: factor by which the search radius grows when a site has too few neighbours.
+        blend: width (A) over which a gap above ``tolerance`` grows from the same shell to a new one
+            (0: integer ranks, a step at ``tolerance``); see the module's docstring.
 
     Returns:
-        NeighborShells with exactly ``n * num_neighbors`` edges.
+        NeighborShells with exactly ``n * num_neighbors`` edges; ranks are float64 when ``blend`` > 0.
     """
     cart_coords = np.ascontiguousarray(cart_coords, dtype=float)
     lattice = np.ascontiguousarray(lattice, dtype=float)
@@ -101,7 +114,7 @@ def nearest_neighbor_shells(
     # Sort by centre, then distance; rank shells on the full list so that ranks do not depend on truncation.
     order = np.lexsort((dists, centers))
     centers, neighbors, images, dists = centers[order], neighbors[order], images[order], dists[order]
-    ranks = _shell_ranks(centers, dists, tolerance)
+    ranks = _shell_ranks(centers, dists, tolerance, blend)
     # Within a shell, order by the tie-break key, then exact distance, before keeping the first k.
     key = tie_break[neighbors] if tie_break is not None else np.zeros_like(neighbors)
     order = np.lexsort((dists, key, ranks, centers))
@@ -120,12 +133,21 @@ def nearest_neighbor_shells(
         dst=centers[keep].astype(np.int64),
         images=images[keep].astype(np.float64),
         distances=dists[keep],
-        ranks=ranks[keep].astype(np.int64),
+        ranks=ranks[keep] if blend > 0 else ranks[keep].astype(np.int64),
     )
 
 
-def _shell_ranks(centers: np.ndarray, dists: np.ndarray, tolerance: float) -> np.ndarray:
+def _shell_ranks(centers: np.ndarray, dists: np.ndarray, tolerance: float, blend: float = 0.0) -> np.ndarray:
     """1-based shell rank of each neighbour; input sorted by centre then distance."""
+    if blend > 0:
+        step = np.zeros(len(dists))
+        step[1:] = np.clip((np.diff(dists) - tolerance) / blend, 0.0, 1.0)
+        first = np.ones(len(dists), dtype=bool)
+        first[1:] = centers[1:] != centers[:-1]
+        step[first] = 0.0
+        total = np.cumsum(step)
+        # rounded: a running sum over every centre leaves whole ranks as 2.9999999999 further down
+        return np.round(total - total[first][np.cumsum(first) - 1], 9) + 1.0
     new_shell = np.ones(len(dists), dtype=bool)
     new_shell[1:] = (centers[1:] != centers[:-1]) | (np.diff(dists) > tolerance)
     shell_id = np.cumsum(new_shell)
@@ -149,20 +171,29 @@ class CGATGraphConverter(GraphConverter):
 
     element_types: tuple[str, ...] = ELEMENTS
 
-    def __init__(self, num_neighbors: int = 24, tolerance: float = DEFAULT_TOLERANCE):
+    def __init__(self, num_neighbors: int = 24, tolerance: float = DEFAULT_TOLERANCE, blend: float = 0.0):
         """
         Args:
             num_neighbors: neighbours per atom (24 in the paper).
             tolerance: equal-distance tolerance in A for shell ranks (see :data:`DEFAULT_TOLERANCE`).
+            blend: width in A over which a gap above the tolerance becomes a new shell (0: integer
+                ranks, as the paper); see the module's docstring.
         """
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if not (blend >= 0 and math.isfinite(blend)):
+            raise ValueError(f"blend must be a finite number >= 0, got {blend}")
         self.num_neighbors = int(num_neighbors)
         self.tolerance = float(tolerance)
+        self.blend = float(blend)
 
     def settings(self) -> dict:
-        """Every setting that changes the graphs (used to key on-disk caches)."""
-        return {"converter": type(self).__name__, "num_neighbors": self.num_neighbors, "tolerance": self.tolerance}
+        """Every setting that changes the graphs (used to key on-disk caches; ``blend`` only where set,
+        so the caches of integer-rank graphs keep their keys)."""
+        out = {"converter": type(self).__name__, "num_neighbors": self.num_neighbors, "tolerance": self.tolerance}
+        if self.blend > 0:
+            out["blend"] = self.blend
+        return out
 
     def get_graph(self, structure) -> tuple[object, torch.Tensor, np.ndarray]:
         """Build the graph of a pymatgen ``Structure`` (or ASE ``Atoms``).
@@ -189,7 +220,7 @@ class CGATGraphConverter(GraphConverter):
         z = atomic_numbers_of(structure)
         lattice = structure.lattice.matrix
         shells = nearest_neighbor_shells(
-            structure.cart_coords, lattice, self.num_neighbors, self.tolerance, tie_break=z
+            structure.cart_coords, lattice, self.num_neighbors, self.tolerance, tie_break=z, blend=self.blend
         )
         contact = check_contacts(structure, shells)
         # MatGL's convention: bond vector = pos[dst] - pos[src] + pbc_offset @ lattice. The image found

@@ -18,7 +18,7 @@ def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
 
     g = dgl.graph((src, dst), num_nodes=int(node_type.shape[0]), idtype=torch.int32)
     g.edata["pbc_offset"] = pbc_offset
-    g.edata["rank"] = rank.to(torch.int32)
+    g.edata["rank"] = rank.float() if rank.is_floating_point() else rank.to(torch.int32)
     g.ndata["node_type"] = node_type.to(torch.int32)
     g.ndata["frac_coords"] = frac_coords
     return g
@@ -33,8 +33,13 @@ def batch(graphs: list):
 def atom_graph_tensors(g) -> AtomGraphTensors:
     src, dst = g.edges()
     check_receiver_order(dst, g.num_nodes(), "DGL graph")
-    return AtomGraphTensors(node_type=g.ndata["node_type"].long(), src=src.long(), rank=g.edata["rank"].long(),
+    return AtomGraphTensors(node_type=g.ndata["node_type"].long(), src=src.long(), rank=_rank(g.edata["rank"]),
                             num_atoms=g.batch_num_nodes().long())
+
+
+def _rank(rank: torch.Tensor) -> torch.Tensor:
+    """Integer ranks as int64 (indices); blended ranks (see the converter's ``blend``) stay real."""
+    return rank.float() if rank.is_floating_point() else rank.long()
 
 
 def graph_fields(g) -> dict:

@@ -17,7 +17,7 @@ def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
 
     g = Data(num_nodes=int(node_type.shape[0]), edge_index=torch.stack([src, dst]).long())
     g.node_type = node_type.long()
-    g.rank = rank.long()
+    g.rank = rank.float() if rank.is_floating_point() else rank.long()
     g.pbc_offset = pbc_offset
     g.frac_coords = frac_coords
     return g
@@ -40,7 +40,8 @@ def atom_graph_tensors(g) -> AtomGraphTensors:
         num_atoms = torch.bincount(g.batch, minlength=int(g.num_graphs)).long()
     else:  # one crystal, not batched
         num_atoms = torch.tensor([n], device=src.device)
-    return AtomGraphTensors(node_type=g.node_type.long(), src=src.long(), rank=g.rank.long(), num_atoms=num_atoms)
+    return AtomGraphTensors(node_type=g.node_type.long(), src=src.long(), rank=g.rank.float() if g.rank.is_floating_point() else g.rank.long(),
+                           num_atoms=num_atoms)
 
 
 def graph_fields(g) -> dict:

@@ -25,7 +25,8 @@ class AtomGraphTensors:
         node_type: (N,) int64 element index of every atom (atomic number - 1).
         src: (E,) int64 sending atom of every edge; edges are grouped by receiving atom, ``k`` each, in
             atom order (so the receiver of edge ``e`` is ``e // k``).
-        rank: (E,) int64 neighbour-shell rank of every edge, 1..k.
+        rank: (E,) int64 neighbour-shell rank of every edge, 1..k; float32 for blended ranks (the
+            converter's ``blend``), whose fractional part blends the states of two shells.
         num_atoms: (B,) int64 atoms per crystal, crystals contiguous.
     """
 
