@@ -1,9 +1,9 @@
 """How many torch threads and conversion processes a prediction should use on this machine, now.
 
 Measured on this project's 2-core machine (``benchmarks/screening_speed.py``, CGAT-PBE-BandGap,
-2,000 crystals, the CLI end to end): idle, two intra-op threads did best (88-91 structures/s against
-74-80 with one); with another job busy on one core, two threads fell to 49-52 while one thread kept
-64-71. Intra-op threads synchronise at every small operation, so one that waits for a core another
+2,000 crystals, the CLI end to end; benchmarks/RESULTS.md): idle, two intra-op threads did best
+(127-165 structures/s against 111-126 with one); with another job busy on one core, two threads fell
+to 64-82 while one thread kept 104-112. Intra-op threads synchronise at every small operation, so one that waits for a core another
 job holds stalls them all; processes converting structures do not wait on each other. So the choice
 follows the cores that are free *now*, read from the kernel's CPU counters over a fraction of a
 second rather than from the load average, which lags by a minute.

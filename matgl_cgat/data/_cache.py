@@ -62,6 +62,7 @@ def graphs_to_tensors(graphs: list, lattices: list) -> dict[str, torch.Tensor]:
 def tensors_to_graphs(data: dict[str, torch.Tensor]) -> list:
     """Rebuild a shard's graphs, in the installed MatGL's graph library, from :func:`graphs_to_tensors`."""
     from matgl_cgat.graph import make_graph
+    from matgl_cgat.graph._tensors import rank_tensor
 
     graphs = []
     node_parts = torch.split(torch.arange(int(data["num_nodes"].sum())), data["num_nodes"].tolist())
@@ -70,13 +71,9 @@ def tensors_to_graphs(data: dict[str, torch.Tensor]) -> list:
         n, e = len(nodes), len(edges)
         src = data["src"][edges].long()
         dst = torch.arange(n).repeat_interleave(e // n) if n else torch.zeros(0, dtype=torch.long)
-        graphs.append(make_graph(src, dst, data["node_type"][nodes].long(), _rank(data["rank"][edges]),
+        graphs.append(make_graph(src, dst, data["node_type"][nodes].long(), rank_tensor(data["rank"][edges]),
                                  data["pbc_offset"][edges].float(), data["frac_coords"][nodes]))
     return graphs
-
-
-def _rank(rank: torch.Tensor) -> torch.Tensor:
-    return rank.float() if rank.is_floating_point() else rank.long()
 
 
 def write_shard(root: Path, index: int, graphs: list, lattices: list, meta: dict) -> None:

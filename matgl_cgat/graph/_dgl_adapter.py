@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._tensors import AtomGraphTensors, check_receiver_order
+from ._tensors import AtomGraphTensors, check_receiver_order, rank_tensor
 
 
 def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
@@ -33,13 +33,8 @@ def batch(graphs: list):
 def atom_graph_tensors(g) -> AtomGraphTensors:
     src, dst = g.edges()
     check_receiver_order(dst, g.num_nodes(), "DGL graph")
-    return AtomGraphTensors(node_type=g.ndata["node_type"].long(), src=src.long(), rank=_rank(g.edata["rank"]),
+    return AtomGraphTensors(node_type=g.ndata["node_type"].long(), src=src.long(), rank=rank_tensor(g.edata["rank"]),
                             num_atoms=g.batch_num_nodes().long())
-
-
-def _rank(rank: torch.Tensor) -> torch.Tensor:
-    """Integer ranks as int64 (indices); blended ranks (see the converter's ``blend``) stay real."""
-    return rank.float() if rank.is_floating_point() else rank.long()
 
 
 def graph_fields(g) -> dict:

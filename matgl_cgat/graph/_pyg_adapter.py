@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._tensors import AtomGraphTensors, check_receiver_order
+from ._tensors import AtomGraphTensors, check_receiver_order, rank_tensor
 
 
 def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
@@ -17,7 +17,7 @@ def graph(src, dst, node_type, rank, pbc_offset, frac_coords):
 
     g = Data(num_nodes=int(node_type.shape[0]), edge_index=torch.stack([src, dst]).long())
     g.node_type = node_type.long()
-    g.rank = rank.float() if rank.is_floating_point() else rank.long()
+    g.rank = rank_tensor(rank)
     g.pbc_offset = pbc_offset
     g.frac_coords = frac_coords
     return g
@@ -40,8 +40,7 @@ def atom_graph_tensors(g) -> AtomGraphTensors:
         num_atoms = torch.bincount(g.batch, minlength=int(g.num_graphs)).long()
     else:  # one crystal, not batched
         num_atoms = torch.tensor([n], device=src.device)
-    return AtomGraphTensors(node_type=g.node_type.long(), src=src.long(), rank=g.rank.float() if g.rank.is_floating_point() else g.rank.long(),
-                           num_atoms=num_atoms)
+    return AtomGraphTensors(node_type=g.node_type.long(), src=src.long(), rank=rank_tensor(g.rank), num_atoms=num_atoms)
 
 
 def graph_fields(g) -> dict:

@@ -50,6 +50,13 @@ class AtomGraphTensors:
         return AtomGraphTensors(*(t.to(device) for t in (self.node_type, self.src, self.rank, self.num_atoms)))
 
 
+def rank_tensor(rank: torch.Tensor) -> torch.Tensor:
+    """Shell ranks as the model reads them: int64 for integer ranks (they index the rank table),
+    float32 for blended ones (the converter's ``blend``), whatever dtype a graph library or the cache
+    stored them in."""
+    return rank.float() if rank.is_floating_point() else rank.long()
+
+
 def check_receiver_order(dst: torch.Tensor, num_nodes: int, what: str = "graph") -> None:
     """Refuse edges that are not ``k`` per receiving atom, receiver by receiver (the dense layout)."""
     if num_nodes == 0 or dst.shape[0] % num_nodes:
