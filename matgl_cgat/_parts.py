@@ -102,6 +102,16 @@ def merge_parts(out: Path, world: int, columns: list[str], signature: dict, unit
     return written
 
 
+def close() -> None:
+    """End the processes' communication group before the interpreter exits: left to exit, its
+    threads were torn down mid-flight now and then ("terminate called without an active exception",
+    the process killed by SIGABRT after the right one-line error)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def signature_path(part: Path) -> Path:
     """Beside a finished part: what made it, so a later run merges only its own command's parts."""
     return part.with_name(part.name + ".json")

@@ -159,8 +159,13 @@ def _predict(args: argparse.Namespace) -> int:
                   workers=parallel.workers)
     bar = _progress_bar(args.quiet or not args.files, "predict")
     if fabric is not None:
-        return _predict_part(args, fabric, models, names, items, positions, stream, bar, skipped,
-                             table_columns(models, labelled, references is not None))
+        from matgl_cgat._parts import close
+
+        try:
+            return _predict_part(args, fabric, models, names, items, positions, stream, bar, skipped,
+                                 table_columns(models, labelled, references is not None))
+        finally:
+            close()
     if args.out:
         table = StreamingTable(args.out, table_columns(models, labelled, references is not None),
                                signature={"models": names, "fidelity": args.fidelity,
