@@ -29,7 +29,7 @@ import torch
 
 import matgl_cgat  # noqa: F401  (shipped names for matgl.load_model)
 from matgl_cgat._io import atomic_write_text
-from matgl_cgat.data import TARGETS, default_data_dir, load_dataset, prepare_splits, split_per_target
+from matgl_cgat.data import default_data_dir, load_dataset, model_splits, split_per_target
 from matgl_cgat.domain import TrainingDomain
 from matgl_cgat.plots import plot_calibration
 from matgl_cgat.uncertainty import calibration, fit_sigma_head, label_columns, predict_with_sigma
@@ -70,15 +70,10 @@ def main() -> None:
     if getattr(model, "fidelities", None):
         columns, parts = multi_fidelity_parts(model, args.data, args.graph_cache)
     else:
-        target = args.target or card.get("property")
-        if not target:
+        if not (args.target or card.get("property")):
             parser.error("the model card names no property; pass --target")
+        target, parts = model_splits(model, args.target, args.data, cache_dir=args.graph_cache)
         columns = [target]
-        data, splits = args.data, None
-        if target in TARGETS and (args.data is None or args.data.is_dir()):  # r2SCAN / measured: their own file
-            folder = args.data or default_data_dir()
-            data, splits = folder / TARGETS[target].file, folder / TARGETS[target].splits
-        parts = prepare_splits(target, data, splits=splits, cache_dir=args.graph_cache, converter=model.graph_converter())
     started = time.time()
     domain = TrainingDomain.from_dataset(parts.train, source=f"{Path(parts.source).name}, {parts.split} train")
     fit = fit_sigma_head(model, parts.train, parts.val, target=columns, hidden=args.hidden, max_train=args.max_train)

@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--shell-blend", type=float, default=None, metavar="A",
                         help="edge ranks blend neighbouring shells over A angstrom above the tolerance "
                              "(issue #36; default: the parent's setting, 0 from scratch)")
+    parser.add_argument("--shell-counts", type=int, default=0, metavar="S",
+                        help="from scratch: add the occupancy of the innermost S neighbour shells to each atom's "
+                             "input (issue #36; 0: the paper's model)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
     parser.add_argument("--devices", default="auto", help="devices (processes) per node")
@@ -88,6 +91,8 @@ def main() -> None:
     run = args.run or Path("runs") / args.name
     save = args.save or Path("runs/models") / args.name
 
+    if args.parent and args.shell_counts:
+        parser.error("--shell-counts changes the architecture: from scratch only (no --parent)")
     if args.parent:
         import matgl
 
@@ -95,7 +100,7 @@ def main() -> None:
         preset = model.metadata.get("preset", args.preset) if isinstance(model.metadata, dict) else args.preset
     else:
         torch.manual_seed(args.seed)  # the starting weights follow --seed, so an interrupted run resumes
-        model, preset = CGAT.from_preset(args.preset), args.preset
+        model, preset = CGAT.from_preset(args.preset, shell_counts=args.shell_counts), args.preset
     if args.shell_blend is not None:  # graphs (and their cache) follow the model's converter
         model.set_shell_blend(args.shell_blend)
     ds = load_dataset(Path(data_dir) / "mp_gap.jsonl.gz", args.target, cache_dir=args.graph_cache,

@@ -15,6 +15,10 @@ signals catch most of those cases, and every prediction of this package can carr
 - **reduced periodicity**: an ASE ``Atoms`` periodic in fewer than 3 directions (a slab or a wire put
   in a box). CGAT treats the box as a 3D crystal.
 
+A fourth signal needs the network: a model with a representation-domain check
+(:mod:`matgl_cgat.novelty`) adds ``novelty`` to a crystal's flags when its pooled representation lies
+far from those of the training crystals (diamond among carbon compounds), and widens its sigma.
+
 Flags are advice, not errors: :meth:`CGAT.predict_structure` warns, ``mgl-cgat predict`` shows a
 column, and CSV/JSON outputs carry them.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -129,6 +133,23 @@ class DomainFlags:
     volume_range: tuple[float, float] | None = None
     periodic_directions: int = 3
     unknown_domain: bool = False  # the model has no stored training domain: elements/volume not checked
+    novelty: float | None = None  # set when the representation lies beyond the model's novelty threshold
+    novelty_threshold: float | None = None
+    novelty_widen: float | None = None  # the factor its sigma was multiplied by
+    companion_metal: tuple[str, float] | None = None  # (gap model, its metal probability) where a model of
+    # non-metals only is asked about a crystal that its companion gap model calls a metal
+
+    def with_companion_metal(self, companion: str, probability: float) -> DomainFlags:
+        """These flags plus the note that ``companion`` calls the crystal a metal (see
+        :func:`matgl_cgat.predict.metal_companions`)."""
+        return replace(self, companion_metal=(str(companion), float(probability)))
+
+    def with_novelty(self, novelty: float, threshold: float, widen: float) -> DomainFlags:
+        """These flags plus the representation check's (:mod:`matgl_cgat.novelty`), which needs the
+        network's answer and so comes after the checks of the input; unchanged at or below the threshold."""
+        if not novelty > threshold:
+            return self
+        return replace(self, novelty=float(novelty), novelty_threshold=float(threshold), novelty_widen=float(widen))
 
     def __bool__(self) -> bool:
         return bool(self.messages())
@@ -147,6 +168,13 @@ class DomainFlags:
             out.append(f"periodic in {self.periodic_directions} of 3 directions; CGAT treats the cell as a 3D crystal")
         if self.unknown_domain:
             out.append("the model stores no training domain: elements and volume not checked")
+        if self.companion_metal is not None:
+            by, p = self.companion_metal
+            out.append(f"{by} calls it a metal (p {p:.2f}); this model answers for non-metals only")
+        if self.novelty is not None:
+            widened = f"; sigma widened x{self.novelty_widen:.2f}" if self.novelty_widen and self.novelty_widen > 1 else ""
+            out.append(f"unlike the training crystals: representation distance {self.novelty:.1f}x a typical "
+                       f"crystal's (flagged above {self.novelty_threshold:.1f}){widened}")
         return out
 
     def short(self) -> str:
@@ -160,12 +188,17 @@ class DomainFlags:
             parts.append(f"{self.periodic_directions}D")
         if self.unknown_domain:
             parts.append("domain?")
+        if self.novelty is not None:
+            parts.append(f"novel={self.novelty:.1f}")
+        if self.companion_metal is not None:
+            parts.append(f"metal-by-{self.companion_metal[0]}")
         return " ".join(parts) or "-"
 
     def to_dict(self) -> dict:
         return {"rare_elements": dict(self.rare_elements), "short_contact": self.short_contact,
                 "volume_per_atom": self.volume_per_atom, "periodic_directions": self.periodic_directions,
-                "messages": self.messages()}
+                "novelty": self.novelty,
+                "companion_metal": list(self.companion_metal) if self.companion_metal else None, "messages": self.messages()}
 
 
 @dataclass(frozen=True)

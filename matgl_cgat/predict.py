@@ -15,16 +15,18 @@ from matgl_cgat.data import DataError
 
 def example_structures() -> dict:
     """Textbook crystals built with pymatgen: the default input of ``mgl-cgat predict``."""
-    from pymatgen.core import Lattice, Structure
+    from pymatgen.core import Lattice
+
+    from matgl_cgat._crystals import symmetric_structure
 
     return {
-        "NaCl (rock salt)": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]),
-        "Si (diamond)": Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
-        "GaAs (zincblende)": Structure.from_spacegroup("F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0] * 3, [0.25] * 3]),
-        "SrTiO3 (perovskite)": Structure.from_spacegroup(
+        "NaCl (rock salt)": symmetric_structure("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]),
+        "Si (diamond)": symmetric_structure("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
+        "GaAs (zincblende)": symmetric_structure("F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0] * 3, [0.25] * 3]),
+        "SrTiO3 (perovskite)": symmetric_structure(
             "Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"], [[0.5] * 3, [0] * 3, [0.5, 0, 0]]
         ),
-        "Cu (fcc)": Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]),
+        "Cu (fcc)": symmetric_structure("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]),
     }
 
 
@@ -248,6 +250,7 @@ class FidelityView:
         self.sigma_head = model.sigma_head
         self.metal_head = getattr(model, "metal_head", None)
         self.metal_below = getattr(model, "metal_below", 0.1)
+        self.novelty = getattr(model, "novelty", None)  # one check for every fidelity: the representation is shared
 
     def metal_decision(self, g):
         """(B, 1) decisions and probabilities of this fidelity's output, as ``CGAT.metal_decision``."""
@@ -295,6 +298,34 @@ def property_of(model) -> str | None:
 #: Structures per batch: large enough that the network's matrix products dominate, small enough that a
 #: batch of large cells stays far below a gigabyte.
 BATCH_SIZE = 128
+
+
+def nonmetals_only(card: dict) -> bool:
+    """Whether a model card says its model decides no metal (trained on non-metals only)."""
+    return isinstance(card, dict) and str(card.get("metal_decision", "")).lower().startswith("none")
+
+
+def metal_companions(models: dict) -> dict:
+    """``{model name: (companion name, companion model)}`` for each model that decides no metal (its card:
+    trained on non-metals only) and names, as ``metal_decision_by``, a gap model with a metal gate: the
+    table says where that companion calls a crystal a metal. The companion is the one among ``models``
+    (by key or card name) when it is there, else loaded by name (a shipped model: local files only)."""
+    out = {}
+    for name, model in models.items():
+        card = getattr(model, "metadata", None)
+        by = card.get("metal_decision_by") if isinstance(card, dict) else None
+        if not by or not nonmetals_only(card):
+            continue
+        found = next((m for n, m in models.items()
+                      if n == by or (getattr(m, "metadata", None) or {}).get("name") == by), None)
+        if found is None:
+            import matgl
+
+            found = matgl.load_model(by)
+        if getattr(found, "metal_head", None) is None:
+            raise ValueError(f"{name}: its card names {by} to decide metal or not, but {by} has no metal gate")
+        out[name] = (by, found)
+    return out
 
 
 def predict_all(models: dict, structures: dict, references: dict | None = None, on_error: str = "raise",
@@ -362,8 +393,10 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
     from matgl_cgat.domain import TrainingDomain
 
     keep_freed_memory()  # 1.6x the networks' speed on CPU; before the workers fork, so they inherit it
-    keys = {name: _converter_key(model) for name, model in models.items()}
-    converters = {keys[name]: model.graph_converter() for name, model in models.items()}
+    companions = metal_companions(models)
+    every = {**models, **{f"\0{by}": m for by, m in companions.values()}}  # the companions' graphs too
+    keys = {name: _converter_key(model) for name, model in every.items()}
+    converters = {keys[name]: model.graph_converter() for name, model in every.items()}
     domains = {name: TrainingDomain.of_model(model) for name, model in models.items()}
     keep = any(_anchored(m) for m in models.values())  # a Δ-model's potential reads the input objects
     jobs = ((converters, chunk, on_error, domains, keep) for chunk in _chunks(items, batch_size))
@@ -387,6 +420,7 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
             if skipped is not None:
                 skipped.extend(batch.skipped)
             rows = _answer_batch(models, keys, batch, references, on_error, potential, potential_on_error, device)
+            _mark_companion_metals(rows, companions, keys, batch, device)
             if progress is not None:
                 progress(batch.size)
             yield rows
@@ -505,7 +539,9 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
         with torch.no_grad():
             answers = model.answers(graphs[keys[name]])
         answers = type(answers)(*(None if t is None else t.cpu() for t in
-                                  (answers.value, answers.sigma, answers.metal, answers.metal_probability)))
+                                  (answers.value, answers.sigma, answers.metal, answers.metal_probability,
+                                   answers.novelty)))
+        check = getattr(model, "novelty", None)
         if answers.value.shape[1] != 1:  # a column per crystal is all a table has room for
             raise ValueError(f"model {name}: {answers.value.shape[1]} outputs per crystal, where a table holds one "
                              "value per model (multi-fidelity models are shown one column per fidelity; "
@@ -525,6 +561,10 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
                                                          float(getattr(model, "metal_below", 0.1)))
                 row[name] = float(answers.value[i, 0]) + (baselines[name][0][sid] if name in baselines else 0.0)
             row[f"{name} flags"] = flags[name]
+            if answers.novelty is not None and check is not None:
+                novelty = float(answers.novelty[i])
+                row[f"{name} novelty"] = novelty
+                row[f"{name} flags"] = flags[name].with_novelty(novelty, float(check.threshold), float(check.widen))
             if references is not None or batch.labels[i]:
                 own = batch.labels[i].get(prop, "") if prop else ""
                 row[f"{name} label"] = own if own != "" else (references or {}).get(sid, {}).get(prop, "")
@@ -534,6 +574,29 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
             row["reference_id"] = references.get(sid, {}).get("mat_id", "")
             row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
     return rows
+
+
+def _mark_companion_metals(rows: list[dict], companions: dict, keys: dict, batch: PreparedBatch, device) -> None:
+    """Add to a non-metal-only model's flags where its companion gap model calls the crystal a metal."""
+    if not rows or not companions:
+        return
+    import torch
+
+    decided: dict = {}
+    for name, (by, companion) in companions.items():
+        if by not in decided:
+            g = batch.graphs[keys[f"\0{by}"]]
+            if device is not None and str(device) != "cpu":
+                g = g.to(device)
+                companion.to(device)  # a companion loaded behind the scenes starts on the CPU
+            companion.eval()
+            with torch.no_grad():
+                said = companion.answers(g)
+            decided[by] = (said.metal[:, 0].cpu(), said.metal_probability[:, 0].cpu())
+        metal, probability = decided[by]
+        for i, row in enumerate(rows):
+            if bool(metal[i]) and row.get(f"{name} flags") is not None:
+                row[f"{name} flags"] = row[f"{name} flags"].with_companion_metal(by, float(probability[i]))
 
 
 def _anchor_values(models: dict, structures: dict, on_error: str, potential) -> dict:
@@ -583,7 +646,7 @@ def table_columns(models: dict, labelled: bool = False, referenced: bool = False
     """The CSV columns of a table of these models, fixed by the models alone (a streamed table writes its
     header before the first row): ``id``, ``formula``, then per model ``<model> (<units>)``, ``<model>
     missing`` (Δ-models), ``<model> sigma (<units>)`` (uncertainty head), ``<model> label (<units>)``
-    (``labelled``), ``<model> metal`` and ``<model> metal probability`` (metal gate), ``<model> flags``;
+    (``labelled``), ``<model> novelty`` (representation-domain check), ``<model> metal`` and ``<model> metal probability`` (metal gate), ``<model> flags``;
     then ``reference_id`` and the measured values (``referenced``)."""
     columns = ["id", "formula"]
     for n, m in models.items():
@@ -593,6 +656,8 @@ def table_columns(models: dict, labelled: bool = False, referenced: bool = False
             columns.append(f"{n} missing")
         if getattr(m, "sigma_head", None) is not None:
             columns.append(f"{n} sigma{unit}")
+        if getattr(m, "novelty", None) is not None:
+            columns.append(f"{n} novelty")
         if labelled or referenced:
             columns.append(f"{n} label{unit}")
         if getattr(m, "metal_head", None) is not None:
@@ -614,6 +679,8 @@ def flat_row(r: dict, models: dict) -> dict:
             line[f"{n} missing"] = r.get(f"{n} missing", "")
         if f"{n} sigma" in r:
             line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
+        if f"{n} novelty" in r:
+            line[f"{n} novelty"] = round(r[f"{n} novelty"], 2)
         if f"{n} label" in r:
             line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
         if f"{n} metal" in r:
@@ -630,7 +697,7 @@ def flat_row(r: dict, models: dict) -> dict:
 
 def json_row(r: dict, models: dict) -> dict:
     """One row of :func:`predict_all` as a JSON object: ``{"id", "formula", <model>: {"value", "sigma",
-    "label", "metal", "metal_probability", "missing", "flags": [...]}, ...}``."""
+    "novelty", "label", "metal", "metal_probability", "missing", "flags": [...]}, ...}``."""
     item = {"id": r["id"], "formula": r["formula"]}
     for n in models:
         entry = {"value": _rounded(r[n])}
@@ -638,6 +705,8 @@ def json_row(r: dict, models: dict) -> dict:
             entry["missing"] = r[f"{n} missing"]
         if f"{n} sigma" in r:
             entry["sigma"] = _rounded(r[f"{n} sigma"])
+        if f"{n} novelty" in r:
+            entry["novelty"] = round(r[f"{n} novelty"], 2)
         if f"{n} label" in r:
             entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
         if f"{n} metal" in r:
@@ -730,7 +799,9 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
     if any(r.get(f"{n} flags") for r in rows for n in models):
         lines.append("(domain flags: Xx(n) = element in only n training structures; short-contact = atoms closer than "
                      "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "
-                     "periodicity; domain? = the model stores no training domain)")
+                     "periodicity; domain? = the model stores no training domain; novel=x = the model's representation of the "
+                     "crystal lies x times a typical crystal's distance from its training crystals, its sigma widened; "
+                     "metal-by-M = the gap model M calls it a metal, and this model answers for non-metals only)")
     return "\n".join(lines)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from matgl_cgat.predict import nonmetals_only
+
 __all__ = ["TextbookCrystal", "TextbookMiss", "textbook_answers", "textbook_crystals", "textbook_misses"]
 
 #: Measured band gaps (eV), with their sources.
@@ -68,9 +70,9 @@ class TextbookCrystal:
 
 
 def _spg(group: str, lattice, species, coords):
-    from pymatgen.core import Lattice, Structure
+    from matgl_cgat._crystals import symmetric_structure
 
-    return lambda: Structure.from_spacegroup(group, Lattice.from_parameters(*lattice), species, coords)
+    return lambda: symmetric_structure(group, lattice, species, coords)
 
 
 def _cubic(a: float):
@@ -185,11 +187,6 @@ def textbook_answers(models: dict) -> list[dict]:
     for row, crystal in zip(rows, crystals):
         row["crystal"] = crystal
     return rows
-
-
-def nonmetals_only(card: dict) -> bool:
-    """Whether a model card says its model decides no metal (trained on non-metals only)."""
-    return str(card.get("metal_decision", "")).lower().startswith("none")
 
 
 def textbook_misses(models: dict, rows: list[dict] | None = None) -> list[TextbookMiss]:

@@ -24,6 +24,7 @@ head costs one pass over the data and a minute of fitting. Its figures for the s
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -194,6 +195,12 @@ def fit_sigma_head(model, train, val, *, target=None, hidden: int = 32, epochs: 
     r_tr, r_va = (y_tr - p_tr) / std, (y_va - p_va) / std
 
     torch.manual_seed(seed)
+    if getattr(tuned, "novelty", None) is not None and float(tuned.novelty.widen) != 1.0:
+        # the widening was measured against the old head's sigma: it means nothing for the new one
+        warnings.warn("fit_sigma_head: the model's representation-domain check no longer widens sigma; refit it "
+                      "(matgl_cgat.novelty.fit_representation_domain) to measure the widening again", UserWarning,
+                      stacklevel=2)
+        tuned.novelty.widen.fill_(1.0)
     tuned.set_sigma_head(hidden)
     head = tuned.sigma_head
     with torch.no_grad():  # start at the training residuals' overall scale

@@ -14,6 +14,7 @@ from pymatgen.core import Lattice, Structure
 from matgl_cgat import CGAT
 from matgl_cgat.data import default_data_dir
 from matgl_cgat.graph import covalent_radius
+from matgl_cgat._crystals import symmetric_structure
 
 torch.set_num_threads(2)
 
@@ -90,7 +91,7 @@ def generic() -> Structure:
 
 @pytest.fixture
 def nacl() -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return symmetric_structure("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 @pytest.fixture
@@ -105,6 +106,21 @@ def shared_data():
     if path is None:
         pytest.skip("shared data ../shared/data/mp_gap not found (set MATGL_CGAT_DATA to its folder)")
     return path
+
+
+#: Every label column of mp_gap.jsonl.gz.
+MP_GAP_COLUMNS = ("e_form_pbe", "e_hull_pbe", "gap_pbe", "gap_hse", "gap_gllbsc", "gap_scan", "vol_pbe")
+
+
+@pytest.fixture(scope="session")
+def mp_gap_graphs(shared_data, tmp_path_factory):
+    """All 35,592 records of the shared mp_gap file with every label column, converted once per session
+    (about a minute on 2 cores) for every test that needs the real data; pick labels with
+    ``with_targets``/``with_target``."""
+    from matgl_cgat.data import load_dataset
+
+    return load_dataset(shared_data / "mp_gap.jsonl.gz", list(MP_GAP_COLUMNS), require="any",
+                        cache_dir=tmp_path_factory.mktemp("mp_gap_graphs"), progress=False)
 
 
 def fields(g) -> dict:

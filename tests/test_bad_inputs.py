@@ -15,10 +15,11 @@ from matgl_cgat.data import DataError, load_dataset
 from matgl_cgat.transfer import finetune
 
 from .conftest import make_model
+from matgl_cgat._crystals import symmetric_structure
 
 
 def rock_salt(a: float, species=("Na", "Cl")) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return symmetric_structure("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def crystals(n: int) -> list[Structure]:

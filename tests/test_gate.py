@@ -12,10 +12,11 @@ from matgl_cgat.data import load_dataset
 from matgl_cgat.gate import choose_threshold, fit_metal_gate
 from matgl_cgat.metrics import band_gap_metrics
 from tests.conftest import make_model
+from matgl_cgat._crystals import symmetric_structure
 
 
 def _rocksalt(a: str, b: str, lattice: float) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return symmetric_structure("Fm-3m", Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def _fcc(element: str, lattice: float) -> Structure:
@@ -216,3 +217,42 @@ def test_predict_table_csv_and_json_show_the_gates_decision(nacl):
     assert entry["metal"] is False and entry["metal_probability"] == pytest.approx(0.0474, abs=1e-4)
     csv_text = format_rows(rows, models, "csv")
     assert "gap metal,gap metal probability" in csv_text.splitlines()[0] and ",no,0.0474" in csv_text
+
+
+def test_a_model_of_non_metals_only_is_flagged_where_its_companion_calls_a_metal(nacl):
+    from matgl_cgat.predict import format_rows, metal_companions, predict_all
+
+    companion = make_model(output_min=0.0)
+    companion.set_metal_gate(8, threshold=0.0)
+    companion.metadata = {"name": "Gap-With-Gate", "property": "gap"}
+    only = make_model(seed=1, output_min=0.0)
+    only.metadata = {"name": "Gap-Of-Nonmetals", "property": "gap_exp", "metal_decision": "none: trained on non-metals",
+                     "metal_decision_by": "Gap-With-Gate"}
+    crystals = {"salt": nacl, "copper": _fcc("Cu", 3.61)}
+    _gate_to(companion, 2.0)  # the companion calls everything a metal
+    rows = predict_all({"exp": only, "dft": companion}, crystals)
+    assert all(r["exp flags"].companion_metal == ("Gap-With-Gate", pytest.approx(1 / (1 + np.exp(-2.0)))) for r in rows)
+    assert all(r["dft flags"].companion_metal is None for r in rows)
+    assert "Gap-With-Gate calls it a metal (p 0.88); this model answers for non-metals only" in \
+        format_rows(rows, {"exp": only, "dft": companion}, "csv")
+    _gate_to(companion, -2.0)  # and now nothing is a metal: no flag
+    rows = predict_all({"exp": only, "dft": companion}, crystals)
+    assert all(r["exp flags"].companion_metal is None for r in rows) and rows[0]["exp"] == pytest.approx(
+        float(only.predict_structure(nacl, check_domain=False)), rel=1e-5)
+    # a companion without a gate is an error naming both; a model that decides metals has no companion
+    companion.set_metal_gate(None)
+    with pytest.raises(ValueError, match="exp: its card names Gap-With-Gate .* has no metal gate"):
+        metal_companions({"exp": only, "dft": companion})
+    assert metal_companions({"dft": companion}) == {}
+
+
+def test_the_shipped_measured_gap_model_asks_its_parent_about_metals(copper, nacl):
+    import matgl
+
+    from matgl_cgat.predict import predict_all
+
+    exp = matgl.load_model("CGAT-Exp-BandGap")  # alone: its companion is loaded behind the scenes
+    rows = predict_all({"CGAT-Exp-BandGap": exp}, {"Cu": copper, "NaCl": nacl})
+    assert rows[0]["CGAT-Exp-BandGap flags"].companion_metal[0] == "CGAT-PBE-BandGap"
+    assert rows[1]["CGAT-Exp-BandGap flags"].companion_metal is None
+    assert list(rows[0]) == list(rows[1]) and not any(k.startswith("CGAT-PBE-BandGap") for k in rows[0])

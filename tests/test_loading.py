@@ -20,6 +20,7 @@ from matgl_cgat.pretrained import _HERE, UnsafeModelError, matgl_original_load_m
 from matgl_cgat.pretrained import load_model as cgat_load_model
 
 from .conftest import make_model
+from matgl_cgat._crystals import symmetric_structure
 
 SHIPPED = "CGAT-PBE-BandGap"
 
@@ -133,7 +134,7 @@ def test_genuine_matgl_m3gnet_loads_weights_only(tmp_path, monkeypatch):
     loaded = cgat_load_model(tmp_path / "m3g")
     assert type(loaded) is M3GNet and same_weights(loaded, model)
     assert loaded.source == str(tmp_path / "m3g")
-    li2o = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.61), ["Li", "O"], [[0.25, 0.25, 0.25], [0, 0, 0]])
+    li2o = symmetric_structure("Fm-3m", Lattice.cubic(4.61), ["Li", "O"], [[0.25, 0.25, 0.25], [0, 0, 0]])
     assert float(loaded.predict_structure(li2o)) == float(model.predict_structure(li2o))
 
 

@@ -13,10 +13,11 @@ from matgl_cgat.data import load_dataset
 from matgl_cgat.transfer import add_fidelity, apply_policy, multi_fidelity_from
 
 from .conftest import make_model
+from matgl_cgat._crystals import symmetric_structure
 
 
 def rocksalt(a: float, species=("Na", "Cl")) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5] * 3])
+    return symmetric_structure("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5] * 3])
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pymatgen.core import Lattice, Structure
 from matgl_cgat import CGAT
 from matgl_cgat.data import TARGETS
 from matgl_cgat.pretrained import _HERE
+from matgl_cgat._crystals import symmetric_structure
 
 SHIPPED = sorted(p.name for p in _HERE.iterdir() if (p / "model.json").is_file())
 SHARED_POTENTIALS = _HERE.parents[1] / ".." / "shared" / "models" / "matgl"
@@ -35,7 +36,7 @@ def test_shipped_model_loads_offline_with_card(name, nacl, no_network, tmp_path)
     assert CARD_KEYS <= set(card) and card["name"] == name
     assert model.metadata == card
     # physical sanity on textbook crystals: an ionic insulator and an elemental metal
-    copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]])
+    copper = symmetric_structure("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]])
     if "anchor" in card:  # a delta-model: the potential's value plus its output, or a refusal that says why
         _check_delta_model(model, card, nacl, copper, tmp_path)
         return
@@ -106,14 +107,10 @@ def _label_columns(name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shared_graphs(shared_data, tmp_path_factory):
-    """Every shared record that has any of the shipped models' labels, converted once."""
-    from matgl_cgat.data import load_dataset
-
+def shared_graphs(mp_gap_graphs):
+    """Every shared record with any of the shipped models' labels (the session's one conversion)."""
     targets = sorted({c for n in SHIPPED for c in _label_columns(n) if c not in TARGETS or TARGETS[c].file == "mp_gap.jsonl.gz"})
-    ds = load_dataset(shared_data / "mp_gap.jsonl.gz", targets, require="any",
-                      cache_dir=tmp_path_factory.mktemp("graphs"), progress=False)
-    return ds
+    return mp_gap_graphs.with_targets(targets)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -218,7 +215,7 @@ GATED = ("CGAT-PBE-BandGap", "CGAT-HSE-BandGap", "CGAT-MultiFidelity-BandGap")
 def test_dft_gap_models_decide_metals_with_a_gate_and_their_cards_say_how_well(name, nacl, no_network):
     model = matgl.load_model(name)
     assert model.metal_head is not None
-    copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]])
+    copper = symmetric_structure("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]])
     converter = model.graph_converter()
     metal, _ = model.metal_decision(converter.get_graph(copper)[0])
     salt, _ = model.metal_decision(converter.get_graph(nacl)[0])

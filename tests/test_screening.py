@@ -17,6 +17,7 @@ from matgl_cgat.cli import main
 from matgl_cgat.data import DataError
 
 from .conftest import make_model, random_structure
+from matgl_cgat._crystals import symmetric_structure
 
 
 def _gated_model():
@@ -211,7 +212,7 @@ def test_a_slab_from_a_cif_is_flagged_like_the_same_slab_as_atoms(tmp_path):
 
     from matgl_cgat.domain import domain_flags, inspect_structure
 
-    bulk = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+    bulk = symmetric_structure("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
     slab = SlabGenerator(bulk, (0, 0, 1), 8, 12).get_slab()
     path = tmp_path / "slab.cif"
     slab.to(filename=str(path))

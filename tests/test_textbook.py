@@ -121,3 +121,21 @@ def test_the_shipped_models_miss_exactly_the_recorded_textbook_crystals():
     assert not new and not fixed, ("new misses:\n  " + "\n  ".join(new) if new else "") + (
         "\nno longer missed (update KNOWN_MISSES):\n  " + "\n  ".join(fixed) if fixed else "")
     assert isinstance(next(iter(found.values())), TextbookMiss)
+
+
+@pytest.mark.parametrize("group, lattice, species, coords", [
+    ("Fd-3m", (5.43, 5.43, 5.43, 90, 90, 90), ["Si"], [[0, 0, 0]]),
+    ("P6_3mc", (3.25, 3.25, 5.21, 90, 90, 120), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]]),
+])
+def test_symmetric_structures_are_pymatgens_at_every_lattice_constant(group, lattice, species, coords):
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
+    from matgl_cgat._crystals import symmetric_structure
+
+    for scale in (1.0, 1.03):  # the second call reuses the first's expansion
+        params = (*(x * scale for x in lattice[:3]), *lattice[3:])
+        ours = symmetric_structure(group, params, species, coords)
+        theirs = Structure.from_spacegroup(group, Lattice.from_parameters(*params), species, coords)
+        assert [str(s.specie) for s in ours] == [str(s.specie) for s in theirs]
+        assert np.allclose(ours.frac_coords, theirs.frac_coords) and np.allclose(ours.lattice.matrix, theirs.lattice.matrix)

@@ -57,11 +57,10 @@ def test_matgl_lightning_module_trains_cgat_on_generated_data():
     assert after < 0.5 * before, (before, after)
 
 
-def test_short_training_on_shared_data_lowers_validation_error(shared_data, tmp_path_factory):
+def test_short_training_on_shared_data_lowers_validation_error(shared_data, mp_gap_graphs):
     pl.seed_everything(0)
-    full = load_dataset(shared_data / "mp_gap.jsonl.gz", "e_form_pbe", cache_dir=tmp_path_factory.mktemp("graphs"),
-                        progress=False)
-    assert len(full) == 35592 and full.skipped == []
+    full = mp_gap_graphs.with_targets(["e_form_pbe"])
+    assert len(full) == 35592 and mp_gap_graphs.skipped == []
     parts = split_from_file(full, shared_data / "splits.json", "e_form_pbe")
     train, val = parts["train"].subset(range(600)), parts["val"].subset(range(150))
     model = CGAT.from_preset("small")

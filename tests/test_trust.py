@@ -18,10 +18,11 @@ from matgl_cgat.graph import CGATGraphConverter, ImpossibleStructure
 from matgl_cgat.uncertainty import calibration, fit_sigma_head, half_width, predict_with_sigma
 
 from .conftest import make_model, random_structure
+from matgl_cgat._crystals import symmetric_structure
 
 
 def rocksalt(a: float = 5.64, species=("Na", "Cl")) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5] * 3])
+    return symmetric_structure("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5] * 3])
 
 
 # --- impossible structures: refused by the converter, so by prediction and training alike ---------

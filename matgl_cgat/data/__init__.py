@@ -7,7 +7,7 @@ from ._errors import DataError
 from ._higher_fidelity import TARGETS, HigherFidelityTarget, Yardstick, read_columns, target_info, yardstick_table, yardstick_values
 from ._mgl import batch_line_graph, graph_dataset, line_graph_in_batches, mgl_collate
 from ._paths import ENV_VAR, default_data_dir
-from ._prepare import prepare_splits
+from ._prepare import model_splits, prepare_splits
 from ._sources import Records, read_structures
 from ._splits import Splits, load_splits, nested_subsets, random_split, split_from_file, split_per_target
 
@@ -32,6 +32,7 @@ __all__ = [
     "load_dataset",
     "load_splits",
     "nested_subsets",
+    "model_splits",
     "prepare_splits",
     "random_split",
     "read_structures",

@@ -29,6 +29,28 @@ def splits_beside(data: Path) -> Path | None:
     return None
 
 
+def model_splits(model, target: str | None = None, data: str | Path | None = None, *,
+                 cache_dir: str | Path | None = None, progress: bool = True) -> tuple[str, Splits]:
+    """``(target, splits)`` a single-output model was trained and tested on: its card's property (or
+    ``target``), from ``data`` (a file, or a folder such as the shared mp_gap one, where r2SCAN and
+    measured targets have files and splits of their own), graphs built with the model's converter."""
+    from ._higher_fidelity import TARGETS
+
+    card = getattr(model, "metadata", None) or {}
+    target = target or (card.get("property") if isinstance(card, dict) else None)
+    if not target:
+        raise ValueError("the model card names no property; give the target")
+    splits = None
+    if target in TARGETS and (data is None or Path(data).is_dir()):
+        folder = Path(data) if data is not None else default_data_dir()
+        if folder is None:
+            raise FileNotFoundError("the shared mp_gap data was not found; pass its folder "
+                                    "(or set MATGL_CGAT_DATA)")
+        data, splits = folder / TARGETS[target].file, folder / TARGETS[target].splits
+    return target, prepare_splits(target, data, splits=splits, cache_dir=cache_dir,
+                                  converter=model.graph_converter(), progress=progress)
+
+
 def prepare_splits(target: str, data: str | Path | None = None, *, splits: str | Path | None = None,
                    split_key: str | None = None, fractions=(0.8, 0.1, 0.1), seed: int = 0,
                    max_train: int | None = None, cache_dir: str | Path | None = None, converter=None,

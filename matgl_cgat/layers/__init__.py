@@ -8,6 +8,7 @@ from ._fidelity import FidelityFiLM, condition_on_fidelities
 from ._hypernetwork import HyperLinear, HyperNetwork
 from ._message_passing import CGATBlock, EdgePairMLP
 from ._mlp import GroupedMLP, hidden_width
+from ._novelty import RepresentationNovelty
 from ._readout import AttentionReadout, ResidualHead
 from ._roost import RoostContext, RoostMessage
 
@@ -20,6 +21,7 @@ __all__ = [
     "GroupedMLP",
     "HyperLinear",
     "HyperNetwork",
+    "RepresentationNovelty",
     "ResidualHead",
     "RoostContext",
     "RoostMessage",

@@ -18,13 +18,18 @@ class CrystalAnswers:
 
     ``metal`` is the gate's decision (where it decided "metal", ``value`` already holds the model's
     lower bound, as :meth:`CGAT.predict_from_features` does) and ``metal_probability`` its
-    probability.
+    probability. ``sigma`` is already widened for crystals beyond the model's novelty threshold.
     """
 
     value: torch.Tensor
     sigma: torch.Tensor | None = None
     metal: torch.Tensor | None = None
     metal_probability: torch.Tensor | None = None
+    novelty: torch.Tensor | None = None  # (B,): one per crystal, shared by every output
+
+    def beyond(self, threshold: float) -> torch.Tensor | None:
+        """(B,) booleans: crystals whose novelty is above ``threshold`` (None without a novelty check)."""
+        return None if self.novelty is None else self.novelty > threshold
 
     def column(self, index: int) -> CrystalAnswers:
         """The answers of one output (a fidelity of a multi-fidelity model), still (B, 1)."""
@@ -32,4 +37,5 @@ class CrystalAnswers:
         def pick(t):
             return None if t is None else t[:, index : index + 1]
 
-        return CrystalAnswers(pick(self.value), pick(self.sigma), pick(self.metal), pick(self.metal_probability))
+        return CrystalAnswers(pick(self.value), pick(self.sigma), pick(self.metal), pick(self.metal_probability),
+                              self.novelty)

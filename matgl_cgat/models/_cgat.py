@@ -35,6 +35,7 @@ from matgl_cgat.layers import (
     ElementEmbedding,
     FidelityFiLM,
     ResidualHead,
+    RepresentationNovelty,
     RoostContext,
     condition_on_fidelities,
 )
@@ -101,6 +102,7 @@ class CGAT(MatGLModel):
         num_neighbors: int = 24,
         tolerance: float = DEFAULT_TOLERANCE,
         shell_blend: float = 0.0,
+        shell_counts: int = 0,
         hidden_ratio: float = 1.5,
         generator_dims: tuple[int, ...] = (128, 128, 128),
         hyper_hidden_dims: tuple[int, ...] = (128, 128, 128),
@@ -118,6 +120,7 @@ class CGAT(MatGLModel):
         metal_hidden: int | None = None,
         metal_threshold: float = 0.0,
         metal_below: float = 0.1,
+        novelty: tuple[int, int, int] | None = None,
         data_mean: float | list[float] = 0.0,
         data_std: float | list[float] = 1.0,
         output_min: float | None = None,
@@ -137,6 +140,12 @@ class CGAT(MatGLModel):
             shell_blend: the converter's ``blend`` (A): 0 for integer shell ranks (the paper); above 0,
                 ranks move continuously with the geometry and the edge state of a fractional rank
                 blends the two shells' states (see :meth:`set_shell_blend`).
+            shell_counts: 0 (the paper) or the number of innermost shells whose occupancy (how many of
+                an atom's ``num_neighbors`` neighbours lie in shell 1, 2, ...) is added, through a
+                linear map, to the atom's input state. The attention softmax averages over neighbours,
+                so a shell's size is otherwise nearly invisible: the "small" preset's representation of
+                diamond lies as close to 1-atom simple-cubic carbon (4 against 6 nearest neighbours) as
+                to itself, and both get +2.7 eV/atom (docs/results.md 12.3).
             hidden_ratio: hidden width of the attention MLPs is ``|z| / hidden_ratio``.
             generator_dims: hidden widths of the hypernetwork generator (tanh).
             hyper_hidden_dims: hidden widths of the generated per-atom network.
@@ -162,6 +171,11 @@ class CGAT(MatGLModel):
                 it is the regression's. None: no gate (every property but a band gap).
             metal_threshold: logit above which the gate calls a crystal a metal (chosen on validation).
             metal_below: the gap (target units) below which a training label counts as a metal.
+            novelty: ``(components, points, neighbors)`` of a representation-domain check
+                (:class:`~matgl_cgat.layers.RepresentationNovelty`): how far a crystal's pooled
+                representation lies from the training crystals', filled after training by
+                :func:`matgl_cgat.novelty.fit_representation_domain`; beyond its threshold a crystal
+                is flagged and its sigma widened. None: no such check.
             data_mean, data_std: target normalisation (training-set mean and std).
             output_min: lower bound of ``forward``'s predictions in target units (0 for hull distances
                 and band gaps, which cannot be negative; None: unbounded). Training losses and the
@@ -181,6 +195,9 @@ class CGAT(MatGLModel):
         if not (shell_blend >= 0 and math.isfinite(shell_blend)):
             raise ValueError(f"shell_blend must be a finite number >= 0, got {shell_blend}")
         self.shell_blend = float(shell_blend)
+        if not 0 <= int(shell_counts) <= num_neighbors:
+            raise ValueError(f"shell_counts must lie in 0..num_neighbors={num_neighbors}, got {shell_counts}")
+        self.shell_counts = int(shell_counts)
         if fidelities is not None:
             fidelities = tuple(str(f) for f in fidelities)
             if not fidelities or len({f.lower() for f in fidelities}) != len(fidelities):
@@ -193,6 +210,7 @@ class CGAT(MatGLModel):
 
         self.embedding = ElementEmbedding(dim)
         self.edge_embedding = nn.Embedding(num_neighbors, edge_dim)  # row r - 1 = shell rank r
+        self.shell_occupancy = nn.Linear(self.shell_counts, dim) if self.shell_counts else None
         self.blocks = nn.ModuleList(
             CGATBlock(
                 dim,
@@ -218,6 +236,7 @@ class CGAT(MatGLModel):
         self.metal_head = self._sigma_head(metal_hidden) if metal_hidden else None
         self.metal_threshold = float(metal_threshold)
         self.metal_below = float(metal_below)
+        self.novelty = RepresentationNovelty(self.readout.out_dim, *novelty) if novelty else None
         self.register_buffer("data_mean", torch.zeros(ntargets))
         self.register_buffer("data_std", torch.ones(ntargets))
         self.set_normalization(data_mean, data_std)
@@ -273,6 +292,14 @@ class CGAT(MatGLModel):
         self._init_args["metal_hidden"] = hidden
         self._init_args["metal_threshold"] = self.metal_threshold
 
+    def set_novelty(self, components: int | None, points: int = 0, neighbors: int = 5) -> None:
+        """Add an empty representation-domain check of these sizes (see ``novelty`` in :meth:`__init__`),
+        or remove it with None; saved with the model. Fine-tuning removes it: the stored training
+        representations belong to the network they were computed with."""
+        shape = (int(components), int(points), int(neighbors)) if components else None
+        self.novelty = RepresentationNovelty(self.readout.out_dim, *shape).to(self.data_mean.device) if shape else None
+        self._init_args["novelty"] = shape
+
     def set_metal_threshold(self, threshold: float) -> None:
         """Move the gate's decision threshold (a logit); saved with the model."""
         self.metal_threshold = float(threshold)
@@ -312,6 +339,8 @@ class CGAT(MatGLModel):
             )
         src, dst = x.src, x.dst
         h0 = self.embedding(x.node_type)
+        if self.shell_occupancy is not None:
+            h0 = h0 + self.shell_occupancy(self._shell_occupancy(dst, rank, h0.shape[0]).to(h0.dtype))
         if rank.is_floating_point():
             e, edge_index = self._blended_edge_states(rank)
         else:
@@ -323,6 +352,19 @@ class CGAT(MatGLModel):
         context = self.context(comp.src, comp.dst, self.embedding.table[comp.element_type], comp.fraction,
                                comp.num_elements)
         return self.readout(h, context, x.num_atoms)
+
+    def _shell_occupancy(self, dst: torch.Tensor, rank: torch.Tensor, num_atoms: int) -> torch.Tensor:
+        """(atoms, shell_counts): the share of each atom's neighbours in shells 1..shell_counts; a blended
+        rank ``r + w`` counts ``1 - w`` in shell r and ``w`` in shell r + 1, so the occupancy moves
+        continuously with the geometry as the edge states do."""
+        counts = torch.zeros(num_atoms, self.shell_counts + 2, device=rank.device)
+        r = rank.float()
+        lower = r.floor().long().clamp(1, self.shell_counts + 1)
+        w = (r - r.floor()).clamp(0.0, 1.0)
+        upper = (lower + 1).clamp(max=self.shell_counts + 1)
+        counts.index_put_((dst, lower), 1.0 - w, accumulate=True)
+        counts.index_put_((dst, upper), w, accumulate=True)
+        return counts[:, 1 : self.shell_counts + 1] / self.num_neighbors  # column shell_counts + 1: beyond
 
     def _blended_edge_states(self, rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Edge-state table and row of every edge for real-valued ranks: rank ``r + w`` (``0 <= w < 1``)
@@ -444,21 +486,32 @@ class CGAT(MatGLModel):
         pred = self.predict_from_features(features)
         if not return_sigma:
             return pred, None
-        log_sigma = self.sigma_output(features).float().clamp(-20.0, 20.0)
-        return pred, torch.exp(log_sigma) * self.data_std
+        return pred, self._sigma(features)[0]
+
+    def _sigma(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, ntargets) sigma in target units from the uncertainty head, multiplied by the novelty
+        check's ``widen`` for crystals beyond its threshold; and the (B,) novelty (None without a check)."""
+        sigma = torch.exp(self.sigma_output(features).float().clamp(-20.0, 20.0)) * self.data_std
+        if self.novelty is None:
+            return sigma, None
+        novelty = self.novelty(features)
+        widen = torch.where(novelty > self.novelty.threshold, self.novelty.widen, torch.ones_like(novelty))
+        return sigma * widen.unsqueeze(1), novelty
 
     def answers(self, g: AtomGraph) -> CrystalAnswers:
         """Value, sigma (with an uncertainty head) and metal decision (with a gate) for a batch of graphs,
         all from one representation: what a screening table needs, at the cost of one forward pass."""
         features = self.represent(g)
         value = self.predict_from_features(features)
-        sigma = metal = probability = None
+        sigma = metal = probability = novelty = None
         if self.sigma_head is not None:
-            sigma = torch.exp(self.sigma_output(features).float().clamp(-20.0, 20.0)) * self.data_std
+            sigma, novelty = self._sigma(features)
+        elif self.novelty is not None:
+            novelty = self.novelty(features)
         if self.metal_head is not None:
             logit = self.metal_logit(features).float()
             metal, probability = logit > self.metal_threshold, torch.sigmoid(logit)
-        return CrystalAnswers(value, sigma, metal, probability)
+        return CrystalAnswers(value, sigma, metal, probability, novelty)
 
     def predict_dataset(self, dataset, batch_size: int = 128) -> np.ndarray:
         """Predictions (target units) for every item of a dataset of MatGL ``(graph, ...)`` items, in order.
@@ -486,7 +539,8 @@ class CGAT(MatGLModel):
         ``embeddings`` (element and shell-rank), ``mp.0`` .. ``mp.{n-1}`` (message passing),
         ``readout`` (the attention pooling and the Roost context that conditions it) and ``head``.
         """
-        blocks: dict[str, list[nn.Module]] = {"embeddings": [self.embedding, self.edge_embedding]}
+        blocks: dict[str, list[nn.Module]] = {"embeddings": [self.embedding, self.edge_embedding]
+                                              + ([self.shell_occupancy] if self.shell_occupancy is not None else [])}
         blocks.update({f"mp.{i}": [b] for i, b in enumerate(self.blocks)})
         blocks["readout"] = [self.context, self.readout]
         for name, film in zip(self.fidelities or (), self.fidelity_film or ()):
@@ -512,7 +566,8 @@ class CGAT(MatGLModel):
             return_sigma: return ``(prediction, sigma)``, sigma from the uncertainty head (every shipped
                 model has one; its calibration is in the model card).
             check_domain: warn (:class:`DomainWarning`) when the crystal is unlike the training data
-                (see :mod:`matgl_cgat.domain`): rare elements, unusual geometry, reduced periodicity.
+                (see :mod:`matgl_cgat.domain`): rare elements, unusual geometry, reduced periodicity, and
+                (with a representation-domain check, :mod:`matgl_cgat.novelty`) an unfamiliar structure.
             fidelity: for a multi-fidelity model, the functional to predict (e.g. ``"hse"``); without
                 it such a model returns every fidelity's value, in ``model.fidelities`` order.
 
@@ -531,18 +586,29 @@ class CGAT(MatGLModel):
             flags = domain_flags(structure, TrainingDomain.of_model(self))
             if flags:
                 warnings.warn(f"{formula_of(structure)}: " + "; ".join(flags.messages()), DomainWarning, stacklevel=2)
+        if return_sigma and self.sigma_head is None:
+            raise ValueError("this model has no uncertainty head; fit one with matgl_cgat.uncertainty.fit_sigma_head")
         g, _, _ = (graph_converter or self.graph_converter()).get_graph(structure)
         g = g.to(self.data_mean.device)
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                if column is None:
-                    return self(g, return_sigma=return_sigma)
-                pred, sigma = self.outputs(g, return_sigma=return_sigma)
+                said = self.answers(g)  # one pass: value, sigma (widened where novel) and the novelty
         finally:
             self.train(was_training)
-        return (pred[0, column], sigma[0, column]) if return_sigma else pred[0, column]
+        far = said.beyond(float(self.novelty.threshold)) if self.novelty is not None else None
+        if check_domain and far is not None and bool(far[0]):
+            from matgl_cgat.domain import DomainWarning, formula_of
+
+            warnings.warn(f"{formula_of(structure)}: unlike the training crystals (representation distance "
+                          f"{float(said.novelty[0]):.1f}x a typical crystal's, flagged above "
+                          f"{float(self.novelty.threshold):.1f}); sigma widened x{float(self.novelty.widen):.2f}",
+                          DomainWarning, stacklevel=2)
+        pred, sigma = said.value, said.sigma
+        if column is not None:
+            return (pred[0, column], sigma[0, column]) if return_sigma else pred[0, column]
+        return (torch.squeeze(pred), torch.squeeze(sigma)) if return_sigma else torch.squeeze(pred)
 
     def save(self, path: str | Path = ".", metadata: dict | None = None, makedirs: bool = True):
         """MatGL's folder format (``model.json``, ``model.pt``, ``state.pt``); ``metadata`` defaults to

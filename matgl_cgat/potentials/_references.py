@@ -134,7 +134,9 @@ def close_packed_candidates(element: str) -> list[Candidate]:
     kept; for Pu that is close to delta-Pu (fcc), the phase a DFT reference of Pu usually is."""
     import warnings
 
-    from pymatgen.core import Element, Lattice, Structure
+    from pymatgen.core import Element, Lattice
+
+    from matgl_cgat._crystals import symmetric_structure
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen warns for elements without a metallic radius
@@ -143,9 +145,9 @@ def close_packed_candidates(element: str) -> list[Candidate]:
         return []
     r = float(radius)
     return [Candidate(element, "fcc (hand-built, close-packed fallback)",
-                      Structure.from_spacegroup("Fm-3m", Lattice.cubic(2 * 2**0.5 * r), [element], [[0, 0, 0]])),
+                      symmetric_structure("Fm-3m", Lattice.cubic(2 * 2**0.5 * r), [element], [[0, 0, 0]])),
             Candidate(element, "bcc (hand-built, close-packed fallback)",
-                      Structure.from_spacegroup("Im-3m", Lattice.cubic(4 * r / 3**0.5), [element], [[0, 0, 0]]))]
+                      symmetric_structure("Im-3m", Lattice.cubic(4 * r / 3**0.5), [element], [[0, 0, 0]]))]
 
 
 def hand_built_candidates(element: str) -> list[Candidate]:
@@ -155,6 +157,8 @@ def hand_built_candidates(element: str) -> list[Candidate]:
     from ase.data import atomic_numbers, covalent_radii, reference_states
     from pymatgen.core import Lattice, Structure
     from pymatgen.io.ase import AseAtomsAdaptor
+
+    from matgl_cgat._crystals import symmetric_structure
 
     z = atomic_numbers[element]
     state = reference_states[z] or {}
@@ -171,7 +175,7 @@ def hand_built_candidates(element: str) -> list[Candidate]:
     if element in CHAIN_CRYSTALS:  # trigonal helical chains (A8, P3_121): ASE cannot build them
         a, c, u = CHAIN_CRYSTALS[element]
         out.append(Candidate(element, "trigonal chains (hand-built)",
-                             Structure.from_spacegroup("P3_121", Lattice.hexagonal(a, c), [element], [[u, 0, 1 / 3]])))
+                             symmetric_structure("P3_121", Lattice.hexagonal(a, c), [element], [[u, 0, 1 / 3]])))
     symmetry = state.get("symmetry")
     if symmetry and symmetry not in ("diatom", "atom"):
         try:

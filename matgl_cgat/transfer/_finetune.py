@@ -201,6 +201,8 @@ def finetune(model, train, val=None, *, policy: str = "full", renormalize: bool 
     tuned.__dict__.pop("source", None)  # where the parent was loaded from; the copy is new
     if getattr(tuned, "sigma_head", None) is not None:  # fitted to the parent's errors, not the copy's
         tuned.set_sigma_head(None)
+    if getattr(tuned, "novelty", None) is not None:  # the stored representations are the parent's
+        tuned.set_novelty(None)
     if config.metal_weight > 0:  # the gate trains with the network: keep the parent's as a start, or add one
         if getattr(tuned, "metal_head", None) is None:
             if not hasattr(tuned, "set_metal_gate"):

@@ -37,14 +37,14 @@ def shared_sample(data_dir: Path) -> list:
 
 
 def raw_outputs(model, structures: list, device=None) -> dict[str, list]:
-    """``{"out": (B, T[, +T]) normalised outputs, "sigma": log sigmas, "metal": logits}`` as lists; with
+    """``{"out": (B, T[, +T]) normalised outputs, "sigma": log sigmas, "metal": logits, "novelty": (B,)}`` as lists; with
     ``device``, the batches go there (the model must be there already: ``benchmarks/gpu_check.py``)."""
     from matgl_cgat.graph import batch_graphs
 
     converter = model.graph_converter()
     graphs = [converter.get_graph(s)[0] for s in structures]
     model.eval()
-    parts: dict[str, list] = {"out": [], "sigma": [], "metal": []}
+    parts: dict[str, list] = {"out": [], "sigma": [], "metal": [], "novelty": []}
     with torch.no_grad():
         for start in range(0, len(graphs), 50):
             batch = batch_graphs(graphs[start : start + 50])
@@ -54,6 +54,8 @@ def raw_outputs(model, structures: list, device=None) -> dict[str, list]:
                 parts["sigma"].append(model.sigma_output(features))
             if model.metal_head is not None:
                 parts["metal"].append(model.metal_logit(features))
+            if getattr(model, "novelty", None) is not None:  # the representation-domain check, unwidened
+                parts["novelty"].append(model.novelty(features))
     return {k: torch.cat(v).double().tolist() for k, v in parts.items() if v}
 
 
