@@ -55,7 +55,9 @@ class RepresentationNovelty(nn.Module):
         k = self.neighbors + int(exclude_self)
         out = []
         for start in range(0, coords.shape[0], 1024):  # bounds the (chunk, points) distance matrix
-            d = torch.cdist(coords[start : start + 1024], self.points)
+            # direct differences, not torch's |x|^2 + |y|^2 - 2 x.y shortcut: that one loses digits for near
+            # points and varies with the matrix kernels' blocking (the golden answers must agree across stacks)
+            d = torch.cdist(coords[start : start + 1024], self.points, compute_mode="donot_use_mm_for_euclid_dist")
             nearest = d.topk(min(k, d.shape[1]), dim=1, largest=False).values
             out.append(nearest[:, int(exclude_self):].mean(1))
         return torch.cat(out) if out else coords.new_zeros(0)
