@@ -145,7 +145,7 @@ class CGAT(MatGLModel):
                 linear map, to the atom's input state. The attention softmax averages over neighbours,
                 so a shell's size is otherwise nearly invisible: the "small" preset's representation of
                 diamond lies as close to 1-atom simple-cubic carbon (4 against 6 nearest neighbours) as
-                to itself, and both get +2.7 eV/atom (docs/results.md 12.3).
+                to itself, and both get +2.7 eV/atom (docs/results.md 12.4).
             hidden_ratio: hidden width of the attention MLPs is ``|z| / hidden_ratio``.
             generator_dims: hidden widths of the hypernetwork generator (tanh).
             hyper_hidden_dims: hidden widths of the generated per-atom network.
