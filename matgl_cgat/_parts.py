@@ -102,14 +102,43 @@ def merge_parts(out: Path, world: int, columns: list[str], signature: dict, unit
     return written
 
 
-def close() -> None:
-    """End the processes' communication group before the interpreter exits: left to exit, its
-    threads were torn down mid-flight now and then ("terminate called without an active exception",
-    the process killed by SIGABRT after the right one-line error)."""
-    import torch.distributed as dist
+def close(wait_s: float = 120.0) -> None:
+    """End the processes' communication group before the interpreter exits, rank 0 last.
 
-    if dist.is_available() and dist.is_initialized():
+    Left to exit, the group's threads were torn down mid-flight now and then ("terminate called without
+    an active exception", the process killed by SIGABRT after the right one-line error). And rank 0
+    hosts the store through which the group was formed: if it exits while another rank is still
+    tearing its group down, that rank can wait on it for ever (seen in CI: rank 1 in a futex wait
+    after rank 0 had gone). So every rank meets at a barrier, the others end their groups first and
+    count themselves off in the store, and rank 0 ends its own once all have (or after ``wait_s``)."""
+    import time
+
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    rank, world = dist.get_rank(), dist.get_world_size()
+    store = distributed_c10d._get_default_store()  # kept alive here beyond the group's end
+    try:
+        dist.barrier()
+    except RuntimeError:  # a peer already gone: nothing to wait for
+        pass
+    key = "mgl-cgat/closed"
+    if rank != 0:
         dist.destroy_process_group()
+        try:
+            store.add(key, 1)
+        except RuntimeError:
+            pass
+        return
+    deadline = time.monotonic() + wait_s
+    try:
+        while store.add(key, 0) < world - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    except RuntimeError:
+        pass
+    dist.destroy_process_group()
 
 
 def signature_path(part: Path) -> Path:

@@ -36,6 +36,24 @@ def _jsonl(path, structures, **labels):
     return path
 
 
+def _run_processes(command, cwd, timeout=300):
+    """Run a CLI command that starts several processes; a hang fails the test with what was printed,
+    and every process it started (not only the first) is killed."""
+    import os
+    import signal
+    import subprocess
+
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            pytest.fail(f"{command[3:5]} hung for {timeout} s; stderr: {err[-2000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def test_answers_come_from_one_pass_and_equal_the_separate_calls():
     from matgl_cgat.graph import batch_graphs
 
@@ -151,9 +169,10 @@ def test_a_screen_over_two_processes_writes_the_one_process_table(tmp_path):
     path = _jsonl(tmp_path / "x.jsonl.gz", [random_structure(i) for i in range(7)])
     base = [sys.executable, "-m", "matgl_cgat.cli", "predict", str(path), "--model", str(tmp_path / "m"),
             "--batch-size", "2", "--quiet", "--threads", "1", "--workers", "0"]
-    subprocess.run([*base, "--out", str(tmp_path / "one.csv")], check=True, cwd=tmp_path, capture_output=True)
-    two = subprocess.run([*base, "--out", str(tmp_path / "two.csv"), "--devices", "2", "--accelerator", "cpu"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    subprocess.run([*base, "--out", str(tmp_path / "one.csv")], check=True, cwd=tmp_path, capture_output=True,
+                   timeout=300)
+    two = _run_processes([*base, "--out", str(tmp_path / "two.csv"), "--devices", "2", "--accelerator", "cpu"],
+                         tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
     assert "merged from 2 processes" in two.stdout
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
@@ -381,7 +400,6 @@ def test_one_bad_item_of_a_json_list_is_skipped_alone(tmp_path):
 
 
 def test_an_id_in_two_processes_shares_is_an_error_and_no_table(tmp_path):
-    import subprocess
     import sys
 
     model = make_model()
@@ -389,10 +407,10 @@ def test_an_id_in_two_processes_shares_is_an_error_and_no_table(tmp_path):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         random_structure(0).to(filename=str(tmp_path / folder / "x.cif"))
-    run = subprocess.run([sys.executable, "-m", "matgl_cgat.cli", "predict", str(tmp_path / "a" / "x.cif"),
+    run = _run_processes([sys.executable, "-m", "matgl_cgat.cli", "predict", str(tmp_path / "a" / "x.cif"),
                           str(tmp_path / "b" / "x.cif"), "--model", str(tmp_path / "m"), "--batch-size", "1",
                           "--quiet", "--threads", "1", "--workers", "0", "--devices", "2", "--out",
-                          str(tmp_path / "t.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "t.csv")], tmp_path)
     assert run.returncode == 2 and "duplicate structure id 'x' at input positions 0 and 1" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "t.csv").exists()
 
