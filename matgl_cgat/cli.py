@@ -154,21 +154,22 @@ def _predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--labels: {source or 'the shared mp_gap data'} not found")
     labelled = may_carry_labels(args.files)
     # a Δ-model the user did not ask for must not stop the demo table: its potential skips what it cannot take
+    strain = args.strain_check or not args.files  # the built-in crystals: a handful, and the check is the point
     stream = dict(references=references, on_error=args.on_error, skipped=skipped, potential=args.potential,
                   potential_on_error=None if args.model else "skip", batch_size=args.batch_size,
-                  workers=parallel.workers)
+                  workers=parallel.workers, strain_check=strain)
     bar = _progress_bar(args.quiet or not args.files, "predict")
     if fabric is not None:
         from matgl_cgat._parts import close
 
         try:
             return _predict_part(args, fabric, models, names, items, positions, stream, bar, skipped,
-                                 table_columns(models, labelled, references is not None))
+                                 table_columns(models, labelled, references is not None, strain))
         finally:
             close()
     if args.out:
-        table = StreamingTable(args.out, table_columns(models, labelled, references is not None),
-                               signature={"models": names, "fidelity": args.fidelity,
+        table = StreamingTable(args.out, table_columns(models, labelled, references is not None, strain),
+                               signature={"models": names, "fidelity": args.fidelity, "strain_check": strain,
                                           "inputs": [str(Path(f).absolute()) for f in args.files]},
                                overwrite=args.overwrite)
         if table.resumed:
@@ -221,7 +222,7 @@ def _predict_part(args, fabric, models, names, items, positions, stream, bar, sk
 
     rank, world = fabric.global_rank, fabric.world_size
     signature = {"models": names, "fidelity": args.fidelity, "inputs": [str(Path(f).absolute()) for f in args.files],
-                 "batch_size": args.batch_size, "columns": columns, "part": [rank, world]}
+                 "batch_size": args.batch_size, "strain_check": args.strain_check, "columns": columns, "part": [rank, world]}
     error = None
     try:
         for model in models.values():
@@ -840,6 +841,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int(1024), default=None, help=THREADS_NOTE)
     p.add_argument("--workers", type=_count(1024), default=None, help="processes that convert structures while "
                    "the networks run (default: chosen with --threads from the cores free now)")
+    p.add_argument("--strain-check", action="store_true", help="probe every crystal under 1%% strains: a column "
+                   "with the largest change of each answer, added to its sigma and flagged where it exceeds the "
+                   "model's MAE (a crystal near a neighbour-shell boundary; docs/results.md 12.2); always on for the "
+                   "built-in crystals")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--accelerator", default=None, help="with several processes: Lightning accelerator (cpu, gpu, "
                    "auto; default cpu)")

@@ -138,6 +138,8 @@ class DomainFlags:
     novelty_widen: float | None = None  # the factor its sigma was multiplied by
     companion_metal: tuple[str, float] | None = None  # (gap model, its metal probability) where a model of
     # non-metals only is asked about a crystal that its companion gap model calls a metal
+    strain_spread: float | None = None  # set when a 1% strain moves the answer by more than the model's MAE
+    strain_limit: float | None = None  # that MAE (:mod:`matgl_cgat.continuity`)
 
     def with_companion_metal(self, companion: str, probability: float) -> DomainFlags:
         """These flags plus the note that ``companion`` calls the crystal a metal (see
@@ -150,6 +152,13 @@ class DomainFlags:
         if not novelty > threshold:
             return self
         return replace(self, novelty=float(novelty), novelty_threshold=float(threshold), novelty_widen=float(widen))
+
+    def with_strain(self, spread: float, limit: float | None) -> DomainFlags:
+        """These flags plus the strain check's (:mod:`matgl_cgat.continuity`): unchanged unless the
+        largest change of the answer under a 1% strain exceeds ``limit`` (the model's own MAE)."""
+        if limit is None or not spread > limit:
+            return self
+        return replace(self, strain_spread=float(spread), strain_limit=float(limit))
 
     def __bool__(self) -> bool:
         return bool(self.messages())
@@ -175,6 +184,9 @@ class DomainFlags:
             widened = f"; sigma widened x{self.novelty_widen:.2f}" if self.novelty_widen and self.novelty_widen > 1 else ""
             out.append(f"unlike the training crystals: representation distance {self.novelty:.1f}x a typical "
                        f"crystal's (flagged above {self.novelty_threshold:.1f}){widened}")
+        if self.strain_spread is not None:
+            out.append(f"near a neighbour-shell boundary: a 1% strain moves the answer by {self.strain_spread:.3g}, "
+                       f"more than the model's MAE ({self.strain_limit:.3g}); sigma widened to include it")
         return out
 
     def short(self) -> str:
@@ -192,12 +204,14 @@ class DomainFlags:
             parts.append(f"novel={self.novelty:.1f}")
         if self.companion_metal is not None:
             parts.append(f"metal-by-{self.companion_metal[0]}")
+        if self.strain_spread is not None:
+            parts.append(f"strain={self.strain_spread:.2g}")
         return " ".join(parts) or "-"
 
     def to_dict(self) -> dict:
         return {"rare_elements": dict(self.rare_elements), "short_contact": self.short_contact,
                 "volume_per_atom": self.volume_per_atom, "periodic_directions": self.periodic_directions,
-                "novelty": self.novelty,
+                "novelty": self.novelty, "strain_spread": self.strain_spread,
                 "companion_metal": list(self.companion_metal) if self.companion_metal else None, "messages": self.messages()}
 
 

@@ -150,6 +150,13 @@ def fit_representation_domain(model, train, val, *, target=None, components: int
     tuned.set_novelty(components, f_tr.shape[0], neighbors)
     check = tuned.novelty
     with torch.no_grad():
+        # the same representation up to the order of a sum (a crystal's neighbours listed in another order):
+        # judged in the features' own units, before standardising blows rounding up to a spread
+        nearest = torch.cdist(f_va, f_tr, compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+        if not float(nearest.median()) > 1e-5 * float(f_tr.norm(dim=1).median().clamp(min=1e-30)):
+            raise ValueError("most validation crystals have the very representation of training crystals (the same "
+                             "composition and arrangement of neighbour shells): the check needs validation crystals "
+                             "that differ from the training ones")
         center, spread = f_tr.mean(0), f_tr.std(0).clamp(min=1e-6)
         x = (f_tr - center) / spread
         _, _, vh = torch.linalg.svd(x, full_matrices=False)

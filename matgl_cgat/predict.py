@@ -330,7 +330,7 @@ def metal_companions(models: dict) -> dict:
 
 def predict_all(models: dict, structures: dict, references: dict | None = None, on_error: str = "raise",
                 skipped: list | None = None, potential=None, potential_on_error: str | None = None,
-                batch_size: int = BATCH_SIZE) -> list[dict]:
+                batch_size: int = BATCH_SIZE, strain_check: bool = False) -> list[dict]:
     """One row per structure: id, formula, then per model its prediction, sigma and domain flags.
 
     Row keys: ``<model>`` (value), ``<model> sigma`` (for models with an uncertainty head), ``<model>
@@ -341,6 +341,8 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
     With ``references`` (``{structure id: {"mat_id", label: value}}``, see
     :func:`matgl_cgat._reference.find_in_data`) a row also gets ``reference_id`` and, per model, the
     reference value of the model's property as ``<model> label`` (empty when there is none).
+    With ``strain_check`` (:mod:`matgl_cgat.continuity`), ``<model> strain``: the largest change of the
+    answer under a 1% strain, added to sigma in quadrature and flagged where it exceeds the model's MAE.
 
     Batched (:func:`predict_rows`): each structure is converted once per distinct converter setting,
     and each model runs once per batch, every head fed from one representation.
@@ -356,7 +358,7 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
     items = ((sid, s, {}) for sid, s in structures.items())
     rows: list[dict] = []
     for chunk in predict_rows(models, items, references, on_error, skipped, potential, potential_on_error,
-                              batch_size):
+                              batch_size, strain_check=strain_check):
         rows.extend(chunk)
     return rows
 
@@ -364,7 +366,7 @@ def predict_all(models: dict, structures: dict, references: dict | None = None, 
 def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], references: dict | None = None,
                  on_error: str = "raise", skipped: list | None = None, potential=None,
                  potential_on_error: str | None = None, batch_size: int = BATCH_SIZE,
-                 progress=None, workers: int = 0, device=None) -> Iterator[list[dict]]:
+                 progress=None, workers: int = 0, device=None, strain_check: bool = False) -> Iterator[list[dict]]:
     """:func:`predict_all` for a stream: ``(id, structure, labels)`` items in (as
     :func:`iter_structure_files` gives them), lists of rows out, one list per batch, in input order.
 
@@ -377,7 +379,9 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
     threads they share each batch between them while the networks wait, then the networks run
     alone, since threads that wait for a core held by a converting process stall their partners.
     Processes, not threads, for the conversion: it is many small Python operations. ``device``: where
-    the networks run (the graphs are moved there; the models must be there already).
+    the networks run (the graphs are moved there; the models must be there already). ``strain_check``:
+    each crystal is also probed under 1% strains (:mod:`matgl_cgat.continuity`; its graphs are built in
+    the conversion processes, the copies whose network input differs run through the networks).
 
     Side effect: glibc is told to keep freed memory in this process for reuse (1.6x faster networks on
     CPU; the process keeps its peak memory); ``MGL_CGAT_ALLOCATOR=system`` before the first call
@@ -399,7 +403,7 @@ def predict_rows(models: dict, items: Iterable[tuple[str, object, dict]], refere
     converters = {keys[name]: model.graph_converter() for name, model in every.items()}
     domains = {name: TrainingDomain.of_model(model) for name, model in models.items()}
     keep = any(_anchored(m) for m in models.values())  # a Δ-model's potential reads the input objects
-    jobs = ((converters, chunk, on_error, domains, keep) for chunk in _chunks(items, batch_size))
+    jobs = ((converters, chunk, on_error, domains, keep, strain_check) for chunk in _chunks(items, batch_size))
     if workers:
         import multiprocessing as mp
 
@@ -444,9 +448,10 @@ def _ahead(pool, jobs: Iterator, depth: int) -> Iterator[PreparedBatch]:
 
 
 def _split(job, parts: int) -> list:
-    converters, items, on_error, domains, keep = job
+    converters, items, on_error, domains, keep, strain_check = job
     size = max(1, -(-len(items) // parts))
-    return [(converters, items[i : i + size], on_error, domains, keep) for i in range(0, len(items), size)]
+    return [(converters, items[i : i + size], on_error, domains, keep, strain_check)
+            for i in range(0, len(items), size)]
 
 
 def _one_thread() -> None:
@@ -483,15 +488,17 @@ class PreparedBatch:
     # object to send back from a worker: pickling a list of graphs costs more than converting them)
     skipped: list = field(default_factory=list)
     error: Exception | None = None  # with on_error="raise": the first bad structure's error
+    strained: dict = field(default_factory=dict)  # converter key -> StrainedGraphs (with the strain check)
 
 
 def _prepare_batch(job) -> PreparedBatch:
     from matgl_cgat.domain import domain_flags, formula_of, inspect_structure
     from matgl_cgat.graph import batch_graphs
 
-    converters, items, on_error, domains, keep = job
+    converters, items, on_error, domains, keep, strain_check = job
     out = PreparedBatch(len(items))
     graphs: dict = {key: [] for key in converters}
+    as_converted: list = []  # the kept structures as converted, for the strain check
     for sid, s, labels in items:  # what can be wrong with the input: checked once per structure
         try:
             converted, geometry = {}, None
@@ -513,12 +520,17 @@ def _prepare_batch(job) -> PreparedBatch:
             continue
         for key, g in converted.items():
             graphs[key].append(g)
+        as_converted.append(geometry.structure)
         out.rows.append({"id": sid, "formula": formula_of(s)})
         out.originals.append(s if keep else None)
         out.flags.append({name: domain_flags(geometry, d) for name, d in domains.items()})
         out.labels.append(labels or {})
     if out.rows:
         out.graphs = {key: batch_graphs(gs) for key, gs in graphs.items()}
+        if strain_check:
+            from matgl_cgat.continuity import strained_graphs
+
+            out.strained = {key: strained_graphs(converters[key], as_converted, graphs[key]) for key in converters}
     return out
 
 
@@ -542,6 +554,7 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
                                   (answers.value, answers.sigma, answers.metal, answers.metal_probability,
                                    answers.novelty)))
         check = getattr(model, "novelty", None)
+        spread = _strain_spread(model, answers, batch.strained.get(keys[name]), device)
         if answers.value.shape[1] != 1:  # a column per crystal is all a table has room for
             raise ValueError(f"model {name}: {answers.value.shape[1]} outputs per crystal, where a table holds one "
                              "value per model (multi-fidelity models are shown one column per fidelity; "
@@ -565,6 +578,13 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
                 novelty = float(answers.novelty[i])
                 row[f"{name} novelty"] = novelty
                 row[f"{name} flags"] = flags[name].with_novelty(novelty, float(check.threshold), float(check.widen))
+            if spread is not None and row[name] is not None:
+                from matgl_cgat.continuity import own_mae, widened_sigma
+
+                row[f"{name} strain"] = float(spread[i, 0])
+                if f"{name} sigma" in row:
+                    row[f"{name} sigma"] = widened_sigma(row[f"{name} sigma"], float(spread[i, 0]))
+                row[f"{name} flags"] = row[f"{name} flags"].with_strain(float(spread[i, 0]), own_mae(model))
             if references is not None or batch.labels[i]:
                 own = batch.labels[i].get(prop, "") if prop else ""
                 row[f"{name} label"] = own if own != "" else (references or {}).get(sid, {}).get(prop, "")
@@ -574,6 +594,22 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
             row["reference_id"] = references.get(sid, {}).get("mat_id", "")
             row["measured"] = {k: references[sid][k] for k, _, _ in MEASURED if k in references.get(sid, {})}
     return rows
+
+
+def _strain_spread(model, answers, strained, device):
+    """(N, 1) largest change of each crystal's answer under the strain probes, or None without the check."""
+    if strained is None:
+        return None
+    from matgl_cgat.continuity import strain_spread
+
+    values = None
+    if strained.graphs is not None:
+        g = strained.graphs.to(device) if device is not None and str(device) != "cpu" else strained.graphs
+        import torch
+
+        with torch.no_grad():
+            values = model.answers(g).value.cpu()
+    return strain_spread(answers.value, values, strained.owner)
 
 
 def _mark_companion_metals(rows: list[dict], companions: dict, keys: dict, batch: PreparedBatch, device) -> None:
@@ -642,11 +678,12 @@ def _anchored(model) -> bool:
     return isinstance(card, dict) and "anchor" in card
 
 
-def table_columns(models: dict, labelled: bool = False, referenced: bool = False) -> list[str]:
+def table_columns(models: dict, labelled: bool = False, referenced: bool = False, strain: bool = False) -> list[str]:
     """The CSV columns of a table of these models, fixed by the models alone (a streamed table writes its
     header before the first row): ``id``, ``formula``, then per model ``<model> (<units>)``, ``<model>
     missing`` (Δ-models), ``<model> sigma (<units>)`` (uncertainty head), ``<model> label (<units>)``
-    (``labelled``), ``<model> novelty`` (representation-domain check), ``<model> metal`` and ``<model> metal probability`` (metal gate), ``<model> flags``;
+    (``labelled``), ``<model> novelty`` (representation-domain check), ``<model> strain (<units>)`` (the strain
+    check, ``strain``), ``<model> metal`` and ``<model> metal probability`` (metal gate), ``<model> flags``;
     then ``reference_id`` and the measured values (``referenced``)."""
     columns = ["id", "formula"]
     for n, m in models.items():
@@ -658,6 +695,8 @@ def table_columns(models: dict, labelled: bool = False, referenced: bool = False
             columns.append(f"{n} sigma{unit}")
         if getattr(m, "novelty", None) is not None:
             columns.append(f"{n} novelty")
+        if strain:
+            columns.append(f"{n} strain{unit}")
         if labelled or referenced:
             columns.append(f"{n} label{unit}")
         if getattr(m, "metal_head", None) is not None:
@@ -681,6 +720,8 @@ def flat_row(r: dict, models: dict) -> dict:
             line[f"{n} sigma{unit}"] = _rounded(r[f"{n} sigma"])
         if f"{n} novelty" in r:
             line[f"{n} novelty"] = round(r[f"{n} novelty"], 2)
+        if f"{n} strain" in r:
+            line[f"{n} strain{unit}"] = _rounded(r[f"{n} strain"])
         if f"{n} label" in r:
             line[f"{n} label{unit}"] = _rounded(r[f"{n} label"])
         if f"{n} metal" in r:
@@ -697,7 +738,7 @@ def flat_row(r: dict, models: dict) -> dict:
 
 def json_row(r: dict, models: dict) -> dict:
     """One row of :func:`predict_all` as a JSON object: ``{"id", "formula", <model>: {"value", "sigma",
-    "novelty", "label", "metal", "metal_probability", "missing", "flags": [...]}, ...}``."""
+    "novelty", "strain", "label", "metal", "metal_probability", "missing", "flags": [...]}, ...}``."""
     item = {"id": r["id"], "formula": r["formula"]}
     for n in models:
         entry = {"value": _rounded(r[n])}
@@ -707,6 +748,8 @@ def json_row(r: dict, models: dict) -> dict:
             entry["sigma"] = _rounded(r[f"{n} sigma"])
         if f"{n} novelty" in r:
             entry["novelty"] = round(r[f"{n} novelty"], 2)
+        if f"{n} strain" in r:
+            entry["strain"] = _rounded(r[f"{n} strain"])
         if f"{n} label" in r:
             entry["label"] = _rounded(r[f"{n} label"]) if r[f"{n} label"] != "" else None
         if f"{n} metal" in r:
@@ -801,13 +844,15 @@ def format_rows(rows: list[dict], models: dict, fmt: str) -> str:
                      "0.6 of their covalent bond length; V/atom = volume outside the training range; 2D/1D = reduced "
                      "periodicity; domain? = the model stores no training domain; novel=x = the model's representation of the "
                      "crystal lies x times a typical crystal's distance from its training crystals, its sigma widened; "
-                     "metal-by-M = the gap model M calls it a metal, and this model answers for non-metals only)")
+                     "metal-by-M = the gap model M calls it a metal, and this model answers for non-metals only; "
+                     "strain=x = a 1% strain moves the answer by x, more than the model's MAE: the crystal sits near a "
+                     "neighbour-shell boundary, and x is added to its sigma)")
     return "\n".join(lines)
 
 
 def predict_table(models, source, *, on_error: str = "raise", batch_size: int = BATCH_SIZE,
                   workers: int | None = None, threads: int | None = None, potential=None,
-                  progress: bool = False):
+                  progress: bool = False, strain_check: bool = False):
     """The screening table of ``mgl-cgat predict`` as a pandas ``DataFrame``, one row per crystal.
 
     Args:
@@ -821,6 +866,10 @@ def predict_table(models, source, *, on_error: str = "raise", batch_size: int = 
             afterwards.
         potential: where a Δ-model's potential is, when not in MatGL's cache.
         progress: a progress bar on stderr.
+        strain_check: probe every crystal under 1% strains (:mod:`matgl_cgat.continuity`): a column
+            ``<model> strain`` with the largest change of its answer, added to sigma; flagged where it
+            exceeds the model's MAE. Costs the strained copies' graphs, and network passes for the
+            copies whose input differs.
 
     Returns:
         Columns of :func:`table_columns`: ``id``, ``formula``, per model the value with its units in
@@ -855,13 +904,13 @@ def predict_table(models, source, *, on_error: str = "raise", batch_size: int = 
     try:
         rows = [flat_row(r, models)
                 for chunk in predict_rows(models, items, on_error=on_error, skipped=skipped, potential=potential,
-                                          batch_size=batch_size, progress=bar.update,
+                                          batch_size=batch_size, progress=bar.update, strain_check=strain_check,
                                           workers=workers if workers is not None else chosen.workers)
                 for r in chunk]
     finally:
         bar.close()
         torch.set_num_threads(before)
-    table = pd.DataFrame(rows, columns=table_columns(models, labelled))
+    table = pd.DataFrame(rows, columns=table_columns(models, labelled, strain=strain_check))
     table.attrs["skipped"] = skipped
     table.attrs["units"] = {n: units_of(m) for n, m in models.items()}
     return table

@@ -103,7 +103,7 @@ def test_an_unfamiliar_structure_is_flagged_and_its_sigma_widened(tmp_path):
     assert float(said.sigma[0, 0]) == pytest.approx(3.0 * float(plain.sigma[0, 0]), rel=1e-5)
     assert torch.equal(said.value, plain.value)
     with pytest.warns(DomainWarning, match="unlike the training crystals.*sigma widened x3.00"):
-        _, sigma = model.predict_structure(far, return_sigma=True)
+        _, sigma = model.predict_structure(far, return_sigma=True, check_strain=False)
     assert float(sigma) == pytest.approx(float(said.sigma[0, 0]), rel=1e-6)
     g_near = model.graph_converter().get_graph(near)[0]
     near_said = model.answers(g_near)

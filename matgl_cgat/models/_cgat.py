@@ -559,7 +559,8 @@ class CGAT(MatGLModel):
         return CGATGraphConverter(num_neighbors=self.num_neighbors, tolerance=self.tolerance, blend=self.shell_blend)
 
     def predict_structure(self, structure, state_attr=None, graph_converter: GraphConverter | None = None,
-                          return_sigma: bool = False, check_domain: bool = True, fidelity: str | None = None):
+                          return_sigma: bool = False, check_domain: bool = True, fidelity: str | None = None,
+                          check_strain: bool = True):
         """Predict the property of one pymatgen ``Structure`` (or ASE ``Atoms``), in the target's units.
 
         Args:
@@ -570,6 +571,9 @@ class CGAT(MatGLModel):
                 (with a representation-domain check, :mod:`matgl_cgat.novelty`) an unfamiliar structure.
             fidelity: for a multi-fidelity model, the functional to predict (e.g. ``"hse"``); without
                 it such a model returns every fidelity's value, in ``model.fidelities`` order.
+            check_strain: probe the crystal under 1% strains (:mod:`matgl_cgat.continuity`): sigma grows
+                by the largest change of the answer (in quadrature), and with ``check_domain`` a change
+                beyond the model's MAE is warned of (the crystal sits near a neighbour-shell boundary).
 
         Raises:
             ImpossibleStructure: a structure no crystal can have (overlapping atoms, non-finite numbers).
@@ -595,6 +599,10 @@ class CGAT(MatGLModel):
         try:
             with torch.no_grad():
                 said = self.answers(g)  # one pass: value, sigma (widened where novel) and the novelty
+            pred, sigma = said.value, said.sigma
+            if check_strain:
+                pred, sigma = self._strain_checked(structure, graph_converter or self.graph_converter(), g, pred,
+                                                   sigma, check_domain)
         finally:
             self.train(was_training)
         far = said.beyond(float(self.novelty.threshold)) if self.novelty is not None else None
@@ -605,10 +613,35 @@ class CGAT(MatGLModel):
                           f"{float(said.novelty[0]):.1f}x a typical crystal's, flagged above "
                           f"{float(self.novelty.threshold):.1f}); sigma widened x{float(self.novelty.widen):.2f}",
                           DomainWarning, stacklevel=2)
-        pred, sigma = said.value, said.sigma
         if column is not None:
             return (pred[0, column], sigma[0, column]) if return_sigma else pred[0, column]
         return (torch.squeeze(pred), torch.squeeze(sigma)) if return_sigma else torch.squeeze(pred)
+
+    def _strain_checked(self, structure, converter, g, pred, sigma, warn: bool):
+        """``predict_structure``'s strain check: (value, sigma widened by the strain spread); warns where
+        the spread exceeds the model's MAE."""
+        from matgl_cgat.continuity import own_mae, strain_spread, strained_graphs
+        from matgl_cgat.graph import as_checked_structure
+
+        probes = strained_graphs(converter, [as_checked_structure(structure)], [g])
+        values = None
+        if probes.graphs is not None:
+            with torch.no_grad():
+                values = self.answers(probes.graphs.to(self.data_mean.device)).value
+        spread = strain_spread(pred, values, probes.owner)
+        if sigma is not None:
+            sigma = torch.hypot(sigma, spread)
+        names = self.fidelities or [None]
+        for j, fidelity in enumerate(names):
+            limit = own_mae(self, fidelity)
+            if warn and limit is not None and float(spread[0, j]) > limit:
+                from matgl_cgat.domain import DomainWarning, formula_of
+
+                what = f" ({fidelity})" if fidelity else ""
+                warnings.warn(f"{formula_of(structure)}{what}: near a neighbour-shell boundary: a 1% strain moves the "
+                              f"answer by {float(spread[0, j]):.3g}, more than the model's MAE ({limit:.3g}); sigma "
+                              "widened to include it", DomainWarning, stacklevel=3)
+        return pred, sigma
 
     def save(self, path: str | Path = ".", metadata: dict | None = None, makedirs: bool = True):
         """MatGL's folder format (``model.json``, ``model.pt``, ``state.pt``); ``metadata`` defaults to
