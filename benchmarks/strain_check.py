@@ -55,9 +55,9 @@ def mp_gap(data: Path) -> tuple[dict, dict]:
     return records, json.loads((data / "splits.json").read_text())
 
 
-def test_ids(splits: dict, prop: str, n: int, seed: int) -> list[str]:
-    """The test ids of ``prop``'s split, or a seeded subset of ``n`` of them (0: all), sorted."""
-    ids = sorted(splits[prop]["test"])
+def split_ids(splits: dict, prop: str, n: int, seed: int, part: str = "test") -> list[str]:
+    """The ``part`` ids of ``prop``'s split, or a seeded subset of ``n`` of them (0: all), sorted."""
+    ids = sorted(splits[prop][part])
     if n:
         pick = np.random.default_rng(seed).choice(len(ids), min(n, len(ids)), replace=False)
         ids = [ids[i] for i in sorted(pick)]
@@ -87,7 +87,7 @@ def main() -> int:
     for name in args.models:
         model = load_model(name).eval()
         prop = model.metadata["property"]
-        ids = test_ids(splits, prop, args.n, args.seed)
+        ids = split_ids(splits, prop, args.n, args.seed)
         structures = {i: Structure.from_dict(records[i]["structure"]) for i in ids}
         labels = np.array([records[i][prop] for i in ids], dtype=float)
         unit = model.metadata.get("units", "")
