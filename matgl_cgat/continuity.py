@@ -12,7 +12,8 @@ neighbours or other ranks) are run through the network; a copy with the same inp
 answer, so for most crystals the check costs graph building alone. The largest change of the answer
 over the probes is the crystal's *strain spread*. It is added to sigma in quadrature (the answer is
 uncertain by at least that much, whatever the uncertainty head thinks), and the crystal is flagged
-where it exceeds the model's own test MAE, the issue's bar for a 1% strain.
+where it exceeds the model's own test MAE, the issue's bar for a 1% strain. A Δ-model's spread is that
+of its own output, the residual: the potential beneath it moves smoothly with the geometry.
 """
 
 from __future__ import annotations
