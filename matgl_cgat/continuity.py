@@ -60,8 +60,8 @@ def _neighbourhoods(g) -> tuple[np.ndarray, np.ndarray]:
 
     t = atom_graph_tensors(g)
     n = t.node_type.shape[0]
-    src = t.src.reshape(n, -1).numpy()
-    rank = t.rank.float().reshape(n, -1).numpy()
+    src = t.src.reshape(n, -1).cpu().numpy()  # predict_structure's own graph may sit on a GPU
+    rank = t.rank.float().reshape(n, -1).cpu().numpy()
     order = np.lexsort((src, rank), axis=-1)
     return np.take_along_axis(src, order, -1), np.take_along_axis(rank, order, -1)
 
