@@ -9,7 +9,8 @@ boundary" is therefore best recognised by what matters to the user: whether the 
 How: each crystal is strained by 1% in a few ways (:data:`STRAIN_PROBES`), the graph of each strained
 copy is built, and only the copies whose network input differs from the crystal's own (other
 neighbours or other ranks) are run through the network; a copy with the same input has the same
-answer, so for most crystals the check costs graph building alone. The largest change of the answer
+answer. (Uniaxial strains change nearly every crystal's input, so the check costs 8-9x a plain
+prediction: ``docs/results.md`` 12.2.) The largest change of the answer
 over the probes is the crystal's *strain spread*. It is added to sigma in quadrature (the answer is
 uncertain by at least that much, whatever the uncertainty head thinks), and the crystal is flagged
 where it exceeds the model's own test MAE, the issue's bar for a 1% strain. A Δ-model's spread is that

@@ -555,6 +555,10 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
                                    answers.novelty)))
         check = getattr(model, "novelty", None)
         spread = _strain_spread(model, answers, batch.strained.get(keys[name]), device)
+        if spread is not None:
+            from matgl_cgat.continuity import own_mae, widened_sigma
+
+            limit = own_mae(model)  # once per model, not per row
         if answers.value.shape[1] != 1:  # a column per crystal is all a table has room for
             raise ValueError(f"model {name}: {answers.value.shape[1]} outputs per crystal, where a table holds one "
                              "value per model (multi-fidelity models are shown one column per fidelity; "
@@ -579,12 +583,10 @@ def _answer_batch(models: dict, keys: dict, batch: PreparedBatch, references, on
                 row[f"{name} novelty"] = novelty
                 row[f"{name} flags"] = flags[name].with_novelty(novelty, float(check.threshold), float(check.widen))
             if spread is not None and row[name] is not None:
-                from matgl_cgat.continuity import own_mae, widened_sigma
-
                 row[f"{name} strain"] = float(spread[i, 0])
                 if f"{name} sigma" in row:
                     row[f"{name} sigma"] = widened_sigma(row[f"{name} sigma"], float(spread[i, 0]))
-                row[f"{name} flags"] = row[f"{name} flags"].with_strain(float(spread[i, 0]), own_mae(model))
+                row[f"{name} flags"] = row[f"{name} flags"].with_strain(float(spread[i, 0]), limit)
             if references is not None or batch.labels[i]:
                 own = batch.labels[i].get(prop, "") if prop else ""
                 row[f"{name} label"] = own if own != "" else (references or {}).get(sid, {}).get(prop, "")
